@@ -1,0 +1,154 @@
+//! The CloudEvents 1.0 HTTP binding: binary-mode headers and the JSON event format.
+
+use crate::event::{is_json_media_type, Event};
+use base64::Engine;
+use chrono::SecondsFormat;
+
+/// The CloudEvents spec version switchyard speaks.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// Percent-encode a header value as the CloudEvents HTTP binding asks: every byte outside
+/// printable ASCII, plus `"` and `%`, becomes `%XX` of its UTF-8 encoding.
+pub fn encode_header_value(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'"' && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The attributes of an event as (name, value) pairs, without data: the required ones, then
+/// the optional ones that are set, then the extensions.
+pub fn attributes(event: &Event) -> Vec<(String, String)> {
+    let mut attrs = vec![
+        ("specversion".to_string(), SPEC_VERSION.to_string()),
+        ("id".to_string(), event.id.clone()),
+        ("source".to_string(), event.source.clone()),
+        ("type".to_string(), event.ty.clone()),
+        (
+            "time".to_string(),
+            event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+        ),
+    ];
+    if let Some(s) = &event.subject {
+        attrs.push(("subject".into(), s.clone()));
+    }
+    for (k, v) in &event.extensions {
+        attrs.push((k.clone(), v.clone()));
+    }
+    attrs
+}
+
+/// Binary-mode headers (`ce-*` plus `content-type`), values percent-encoded.
+pub fn binary_headers(event: &Event) -> Vec<(String, String)> {
+    let mut headers: Vec<(String, String)> = attributes(event)
+        .into_iter()
+        .map(|(k, v)| (format!("ce-{k}"), encode_header_value(&v)))
+        .collect();
+    headers.push((
+        "content-type".into(),
+        encode_header_value(event.content_type_or_default()),
+    ));
+    headers
+}
+
+/// The event in the JSON event format (structured mode, batches, dead letters). JSON data stays
+/// JSON, UTF-8 text becomes a string, anything else becomes `data_base64`.
+pub fn to_json(event: &Event) -> serde_json::Value {
+    let mut obj = serde_json::Map::new();
+    for (k, v) in attributes(event) {
+        obj.insert(k, v.into());
+    }
+    obj.insert(
+        "datacontenttype".into(),
+        event.content_type_or_default().into(),
+    );
+    if !event.data.is_empty() {
+        let json = is_json_media_type(event.content_type_or_default())
+            .then(|| serde_json::from_slice::<serde_json::Value>(&event.data).ok())
+            .flatten();
+        match json {
+            Some(v) => {
+                obj.insert("data".into(), v);
+            }
+            None => match std::str::from_utf8(&event.data) {
+                Ok(s) if !is_json_media_type(event.content_type_or_default()) => {
+                    obj.insert("data".into(), s.into());
+                }
+                _ => {
+                    obj.insert(
+                        "data_base64".into(),
+                        base64::engine::general_purpose::STANDARD
+                            .encode(&event.data)
+                            .into(),
+                    );
+                }
+            },
+        }
+    }
+    serde_json::Value::Object(obj)
+}
+
+/// Check an event in the JSON format against the CloudEvents 1.0 rules switchyard relies on:
+/// required attributes present and non-empty strings, `specversion` 1.0, attribute names
+/// lower-case letters and digits. Returns every problem found.
+pub fn validate_json(v: &serde_json::Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(obj) = v.as_object() else {
+        return vec!["not a JSON object".into()];
+    };
+    for req in ["id", "source", "specversion", "type"] {
+        match obj.get(req).and_then(|v| v.as_str()) {
+            Some(s) if !s.is_empty() => {}
+            _ => problems.push(format!("required attribute {req} missing or empty")),
+        }
+    }
+    if obj.get("specversion").and_then(|v| v.as_str()) != Some(SPEC_VERSION) {
+        problems.push("specversion is not 1.0".into());
+    }
+    for k in obj.keys() {
+        if k != "data_base64" && !crate::event::is_valid_attribute_name(k) {
+            problems.push(format!("attribute name {k:?} is not lower-case letters and digits"));
+        }
+    }
+    if obj.contains_key("data") && obj.contains_key("data_base64") {
+        problems.push("both data and data_base64".into());
+    }
+    if let Some(t) = obj.get("time").and_then(|v| v.as_str()) {
+        if chrono::DateTime::parse_from_rfc3339(t).is_err() {
+            problems.push(format!("time {t:?} is not RFC 3339"));
+        }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_values_are_percent_encoded() {
+        assert_eq!(encode_header_value("a b"), "a b");
+        assert_eq!(encode_header_value("€"), "%E2%82%AC");
+        assert_eq!(encode_header_value("100%\"x\"\n"), "100%25%22x%22%0A");
+    }
+
+    #[test]
+    fn json_format_is_valid() {
+        let mut e = Event::new("1", "switchyard/p/http/x", "switchyard.http.request")
+            .with_data(&b"{\"a\":1}"[..], Some("application/json".into()));
+        e.set_extension("deliveryattempt", "1");
+        let v = to_json(&e);
+        assert!(validate_json(&v).is_empty(), "{:?}", validate_json(&v));
+        assert_eq!(v["data"]["a"], 1);
+        let bin = Event::new("2", "s", "t").with_data(&[0xffu8, 0][..], None);
+        assert_eq!(to_json(&bin)["data_base64"], "/wA=");
+        let mut bad = to_json(&e);
+        bad["Bad_Name"] = "x".into();
+        assert_eq!(validate_json(&bad).len(), 1);
+    }
+}

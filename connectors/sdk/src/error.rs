@@ -1,0 +1,96 @@
+//! Errors shared by connectors.
+
+/// The boxed error used at the engine boundary.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A connector could not be built from its config (bad value, cannot connect at start).
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A config value is invalid; `key` is the key path below the connector.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The key, e.g. `schedule`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// An I/O error while preparing the connector.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Any other error, with its cause.
+    #[error("{context}: {source}")]
+    Other {
+        /// What was being done.
+        context: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl BuildError {
+    /// A bad value for `key`.
+    pub fn invalid(key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A failed output write.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputError {
+    /// The destination answered with an error status.
+    #[error("destination answered {status}: {message}")]
+    Status {
+        /// The status code (HTTP or broker-specific).
+        status: u16,
+        /// The destination's words, shortened.
+        message: String,
+        /// Seconds the destination asked us to wait, when it said so.
+        retry_after: Option<std::time::Duration>,
+    },
+    /// A local I/O failure (disk full, permissions).
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being written.
+        context: String,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The destination could not be reached.
+    #[error("cannot reach destination: {source}")]
+    Connect {
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// The value cannot be written (bad template result, too large); retrying will not help.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl OutputError {
+    /// A short code for the dead-letter `switchyarderrorcode` extension.
+    pub fn code(&self) -> String {
+        match self {
+            Self::Status { status, .. } => status.to_string(),
+            Self::Io { .. } => "io".into(),
+            Self::Connect { .. } => "connection".into(),
+            Self::Invalid(_) => "invalid".into(),
+        }
+    }
+
+    /// Whether retrying the same write may succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Invalid(_))
+    }
+}

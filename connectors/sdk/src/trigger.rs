@@ -1,0 +1,39 @@
+//! Triggers: what a trigger gets from the engine and what it returns.
+
+use crate::error::BoxError;
+use crate::event::TriggerEvent;
+use crate::health::HealthHandle;
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// Everything a trigger needs to run.
+#[derive(Clone)]
+pub struct TriggerContext {
+    /// The pipeline's name (for `source`, logs and metrics).
+    pub pipeline: String,
+    /// Where events go. The channel is bounded: `send` waiting is the backpressure signal.
+    pub events: mpsc::Sender<TriggerEvent>,
+    /// Cancelled when the gateway drains: stop taking new events, return from the task.
+    pub shutdown: CancellationToken,
+    /// Report readiness (connected or not) here.
+    pub health: HealthHandle,
+    /// The ingress server's largest accepted body, for triggers on the ingress.
+    pub max_body: usize,
+}
+
+/// A built trigger: the task that produces events, and the routes it serves on the shared
+/// ingress server (for `http` and `slack`).
+pub struct Trigger {
+    /// Runs until shutdown; an `Err` is a fatal trigger failure.
+    pub task: BoxFuture<'static, Result<(), BoxError>>,
+    /// Routes to mount on the ingress server.
+    pub routes: Option<axum::Router>,
+}
+
+impl Trigger {
+    /// A trigger that is just a task.
+    pub fn task(task: BoxFuture<'static, Result<(), BoxError>>) -> Self {
+        Self { task, routes: None }
+    }
+}
