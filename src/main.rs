@@ -1,1 +1,55 @@
-fn main() {}
+use clap::Parser;
+use std::process::ExitCode;
+use switchyard::cli::{default_config_path, Cli, Command};
+use switchyard::{app, config, telemetry};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    match cli.command {
+        Command::Schema => {
+            let schema = schemars::schema_for!(config::Config);
+            println!("{}", serde_json::to_string_pretty(&schema).expect("schema serializes"));
+            ExitCode::SUCCESS
+        }
+        Command::Validate { config } => {
+            let path = config.unwrap_or_else(default_config_path);
+            match config::load_file(&path) {
+                Ok(_) => {
+                    eprintln!("{}: valid", path.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Command::Run { config } => {
+            let path = config.unwrap_or_else(default_config_path);
+            let cfg = match config::load_file(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::from(2);
+                }
+            };
+            telemetry::init_tracing(cli.log_format);
+            tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            match rt.block_on(app::run(cfg)) {
+                Ok(app::Exit::Clean) => ExitCode::SUCCESS,
+                Ok(app::Exit::Fatal) => ExitCode::from(1),
+                Err(e) => {
+                    tracing::error!(error = %e, "fatal");
+                    ExitCode::from(1)
+                }
+            }
+        }
+    }
+}

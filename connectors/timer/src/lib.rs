@@ -2,4 +2,6 @@
 
 mod trigger;
 
+pub use trigger::parse_schedule;
+
 pub use trigger::TimerTriggerConfig;

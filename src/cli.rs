@@ -1,0 +1,46 @@
+//! The command line: `run`, `validate`, `schema`.
+
+use crate::telemetry::LogFormat;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// switchyard: event triggers and output bindings for any HTTP function.
+#[derive(Debug, Parser)]
+#[command(name = "switchyard", version, about)]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value = "text", env = "SWITCHYARD_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipelines of a config file.
+    Run {
+        /// The config file; default ./switchyard.yaml, then config/switchyard.yaml.
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Check a config file: exit 0 when valid, 2 with every problem on stderr when not.
+    Validate {
+        /// The config file; default ./switchyard.yaml, then config/switchyard.yaml.
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of the config file.
+    Schema,
+}
+
+/// The config file to use when none is given.
+pub fn default_config_path() -> PathBuf {
+    let local = PathBuf::from("switchyard.yaml");
+    if local.exists() {
+        local
+    } else {
+        PathBuf::from("config/switchyard.yaml")
+    }
+}

@@ -1,0 +1,190 @@
+//! The one place connectors are registered: a `type`-tagged enum for triggers and one for
+//! outputs, one variant per connector, each behind the cargo feature named after it.
+
+use crate::config::{tagged, Ordering};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::sync::Arc;
+use switchyard_sdk::error::BuildError;
+use switchyard_sdk::{Output, Trigger, TriggerContext};
+
+/// Where a pipeline's events come from.
+///
+/// `Deserialize` is written out below: serde's derive for internally tagged enums loses the
+/// key path and position of errors inside the variant.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum TriggerConfig {
+    /// Requests on the ingress server.
+    #[cfg(feature = "http")]
+    Http(switchyard_http::HttpTriggerConfig),
+    /// A six-field NCRONTAB schedule.
+    #[cfg(feature = "timer")]
+    Timer(switchyard_timer::TimerTriggerConfig),
+    /// New files in a local directory.
+    #[cfg(feature = "local")]
+    Directory(switchyard_local::DirectoryTriggerConfig),
+}
+
+/// Where a function's return values (or dead letters) go.
+#[derive(Debug, Clone, JsonSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum OutputConfig {
+    /// POST to a URL.
+    #[cfg(feature = "http")]
+    Http(switchyard_http::HttpOutputConfig),
+    /// One file per value.
+    #[cfg(feature = "local")]
+    Directory(switchyard_local::DirectoryOutputConfig),
+    /// One JSON line per value on standard output.
+    #[cfg(feature = "local")]
+    Stdout(switchyard_local::StdoutOutputConfig),
+}
+
+/// The trigger types this build has.
+pub const TRIGGER_TYPES: &[&str] = &[
+    #[cfg(feature = "http")]
+    "http",
+    #[cfg(feature = "timer")]
+    "timer",
+    #[cfg(feature = "local")]
+    "directory",
+];
+
+/// The output types this build has.
+pub const OUTPUT_TYPES: &[&str] = &[
+    #[cfg(feature = "http")]
+    "http",
+    #[cfg(feature = "local")]
+    "directory",
+    #[cfg(feature = "local")]
+    "stdout",
+];
+
+impl<'de> Deserialize<'de> for TriggerConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (ty, rest) = tagged::split_type(serde_json::Value::deserialize(d)?, TRIGGER_TYPES)?;
+        match ty.as_str() {
+            #[cfg(feature = "http")]
+            "http" => tagged::from_value(rest).map(Self::Http),
+            #[cfg(feature = "timer")]
+            "timer" => tagged::from_value(rest).map(Self::Timer),
+            #[cfg(feature = "local")]
+            "directory" => tagged::from_value(rest).map(Self::Directory),
+            _ => unreachable!("split_type checked the type"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OutputConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let (ty, rest) = tagged::split_type(serde_json::Value::deserialize(d)?, OUTPUT_TYPES)?;
+        match ty.as_str() {
+            #[cfg(feature = "http")]
+            "http" => tagged::from_value(rest).map(Self::Http),
+            #[cfg(feature = "local")]
+            "directory" => tagged::from_value(rest).map(Self::Directory),
+            #[cfg(feature = "local")]
+            "stdout" => tagged::from_value(rest).map(Self::Stdout),
+            _ => unreachable!("split_type checked the type"),
+        }
+    }
+}
+
+impl TriggerConfig {
+    /// The `type` as written in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "http")]
+            Self::Http(_) => "http",
+            #[cfg(feature = "timer")]
+            Self::Timer(_) => "timer",
+            #[cfg(feature = "local")]
+            Self::Directory(_) => "directory",
+        }
+    }
+
+    /// The ordering used when the pipeline does not say.
+    pub fn default_ordering(&self) -> Ordering {
+        Ordering::None
+    }
+
+    /// Whether the trigger serves on the ingress server.
+    pub fn uses_ingress(&self) -> bool {
+        match self {
+            #[cfg(feature = "http")]
+            Self::Http(_) => true,
+            #[allow(unreachable_patterns)]
+            _ => false,
+        }
+    }
+
+    /// Checks that need no I/O, for `switchyard validate`: (key, message) pairs.
+    pub fn check(&self) -> Vec<(String, String)> {
+        match self {
+            #[cfg(feature = "timer")]
+            Self::Timer(t) => switchyard_timer::parse_schedule(&t.schedule)
+                .err()
+                .map(|m| ("schedule".to_string(), m))
+                .into_iter()
+                .collect(),
+            #[cfg(feature = "http")]
+            Self::Http(h) if !h.path.starts_with('/') => {
+                vec![("path".into(), "must start with '/'".into())]
+            }
+            #[allow(unreachable_patterns)]
+            _ => Vec::new(),
+        }
+    }
+
+    /// Build the trigger.
+    pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
+        match self {
+            #[cfg(feature = "http")]
+            Self::Http(c) => c.build(cx),
+            #[cfg(feature = "timer")]
+            Self::Timer(c) => c.build(cx),
+            #[cfg(feature = "local")]
+            Self::Directory(c) => c.build(cx),
+        }
+    }
+}
+
+impl OutputConfig {
+    /// The `type` as written in the config.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            #[cfg(feature = "http")]
+            Self::Http(_) => "http",
+            #[cfg(feature = "local")]
+            Self::Directory(_) => "directory",
+            #[cfg(feature = "local")]
+            Self::Stdout(_) => "stdout",
+        }
+    }
+
+    /// Checks that need no I/O: (key, message) pairs.
+    pub fn check(&self) -> Vec<(String, String)> {
+        match self {
+            #[cfg(feature = "http")]
+            Self::Http(h) => match reqwest::Url::parse(&h.url) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![("url".into(), format!("invalid URL: {e}"))],
+            },
+            #[allow(unreachable_patterns)]
+            _ => Vec::new(),
+        }
+    }
+
+    /// Build the output.
+    pub async fn build(&self) -> Result<Arc<dyn Output>, BuildError> {
+        Ok(match self {
+            #[cfg(feature = "http")]
+            Self::Http(c) => Arc::new(c.build()?),
+            #[cfg(feature = "local")]
+            Self::Directory(c) => Arc::new(c.build()?),
+            #[cfg(feature = "local")]
+            Self::Stdout(c) => Arc::new(c.build()),
+        })
+    }
+}

@@ -1,0 +1,290 @@
+//! One delivery: call the function, write every value to its outputs, then resolve the acks.
+//!
+//! The acknowledgement rule lives here and only here: an event is acknowledged
+//! (`Delivered`, `DeadLettered`) only after the function answered and every output (or the
+//! dead letter) confirmed its write. Anything else leaves it unacknowledged.
+
+use crate::config::RetryConfig;
+use crate::invoker::{retry, Answer, FunctionService, Invocation, InvokeError, Target, Value};
+use crate::telemetry;
+use bytes::Bytes;
+use futures::future::join_all;
+use std::sync::Arc;
+use std::time::Instant;
+use switchyard_sdk::cloudevents::to_json;
+use switchyard_sdk::error::OutputError;
+use switchyard_sdk::{Event, EventStatus, Output, Record, TriggerEvent};
+use tower::ServiceExt;
+
+/// A named output of a pipeline.
+pub struct NamedOutput {
+    /// Its name.
+    pub name: String,
+    /// The output.
+    pub output: Arc<dyn Output>,
+}
+
+/// Everything one pipeline needs to deliver a job.
+pub struct Delivery {
+    /// The pipeline's name.
+    pub pipeline: Arc<str>,
+    /// The trigger's type, for metrics.
+    pub trigger_type: &'static str,
+    /// The trigger's binding name (azure-functions).
+    pub trigger_name: Arc<str>,
+    /// The function's name, for metrics.
+    pub function: Arc<str>,
+    /// The function with this pipeline's retry policy.
+    pub invoker: FunctionService,
+    /// Whether the pipeline batches.
+    pub batch: bool,
+    /// Retry policy, also for output writes.
+    pub retry: Arc<RetryConfig>,
+    /// The outputs.
+    pub outputs: Vec<NamedOutput>,
+    /// Their names, for the azure-functions format.
+    pub output_names: Arc<[String]>,
+    /// The dead letter, if any.
+    pub dead_letter: Option<Arc<dyn Output>>,
+}
+
+/// Why a delivery failed for good.
+struct Failure {
+    message: String,
+    code: String,
+    attempts: u32,
+}
+
+impl Delivery {
+    /// Deliver a job (one event, or a batch) and resolve every ack.
+    pub async fn deliver(&self, job: Vec<TriggerEvent>) {
+        let (mut events, acks): (Vec<Event>, Vec<_>) = job.into_iter().map(|t| (t.event, t.ack)).unzip();
+        for e in &mut events {
+            stamp_traceparent(e);
+        }
+        let inv = Invocation::new(
+            self.pipeline.clone(),
+            self.trigger_name.clone(),
+            events.clone(),
+            self.batch,
+            self.output_names.clone(),
+        );
+        let started = Instant::now();
+        let result = self.invoker.clone().oneshot(inv.clone()).await;
+        metrics::histogram!(telemetry::INVOCATION_DURATION, "pipeline" => self.pipeline.to_string(), "function" => self.function.to_string())
+            .record(started.elapsed().as_secs_f64());
+        let outcome = match result {
+            Ok(answer) => {
+                self.count_invocation("success");
+                match self.write_outputs(&answer, &events).await {
+                    Ok(()) => Ok(answer),
+                    Err(f) => Err(f),
+                }
+            }
+            Err(e) => {
+                self.count_invocation("failed");
+                Err(failure_of(&e, inv.attempts()))
+            }
+        };
+        match outcome {
+            Ok(answer) => {
+                for ack in acks {
+                    ack.resolve(EventStatus::Delivered(answer.reply.clone()));
+                }
+            }
+            Err(f) => {
+                for (event, ack) in events.iter().zip(acks) {
+                    ack.resolve(self.fail(event, &f).await);
+                }
+            }
+        }
+    }
+
+    fn count_invocation(&self, outcome: &'static str) {
+        metrics::counter!(telemetry::INVOCATIONS,
+            "pipeline" => self.pipeline.to_string(),
+            "function" => self.function.to_string(),
+            "outcome" => outcome)
+        .increment(1);
+    }
+
+    /// Write every value to the outputs it targets, all at once; the first failure wins.
+    async fn write_outputs(&self, answer: &Answer, events: &[Event]) -> Result<(), Failure> {
+        let has_return = self.outputs.iter().any(|o| o.name == "$return");
+        let mut writes = Vec::new();
+        for (i, value) in answer.values.iter().enumerate() {
+            let record = self.record_for(value, events, i, answer.values.len());
+            for out in &self.outputs {
+                let hit = match &value.target {
+                    Target::All => true,
+                    Target::Named(n) => *n == out.name,
+                    Target::Return => !has_return || out.name == "$return",
+                };
+                if hit {
+                    let record = record.clone();
+                    writes.push(async move {
+                        self.write_with_retry(&out.name, out.output.as_ref(), &record)
+                            .await
+                            .map_err(|(e, attempts)| Failure {
+                                message: format!("output {}: {e}", out.name),
+                                code: e.code(),
+                                attempts,
+                            })
+                    });
+                }
+            }
+        }
+        join_all(writes).await.into_iter().collect()
+    }
+
+    fn record_for(&self, value: &Value, events: &[Event], i: usize, n: usize) -> Record {
+        // A batch answered value by value maps each value to its event; otherwise the first
+        // event's attributes stand for the invocation.
+        let (event, id) = if n == events.len() {
+            (&events[i], events[i].id.clone())
+        } else if n > 1 {
+            (&events[0], format!("{}-{i}", events[0].id))
+        } else {
+            (&events[0], events[0].id.clone())
+        };
+        let mut r = Record::answering(&self.pipeline, event, value.data.clone());
+        r.id = id;
+        r.content_type = value.content_type.clone();
+        if let Some(t) = &value.ty {
+            r.ty = t.clone();
+        }
+        if value.subject.is_some() {
+            r.subject = value.subject.clone();
+        }
+        if let Some(tp) = event.extensions.get("traceparent") {
+            r.extensions.insert("traceparent".into(), tp.clone());
+        }
+        r
+    }
+
+    /// Write one record, retrying retryable failures with the pipeline's backoff.
+    async fn write_with_retry(&self, name: &str, out: &dyn Output, record: &Record) -> Result<(), (OutputError, u32)> {
+        let mut attempt = 1;
+        loop {
+            match out.write(record).await {
+                Ok(()) => {
+                    self.count_output(name, "success");
+                    return Ok(());
+                }
+                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
+                    self.count_output(name, "retry");
+                    let retry_after = match &e {
+                        OutputError::Status { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    tracing::debug!(pipeline = %self.pipeline, output = name, attempt, error = %e, "retrying output write");
+                    tokio::time::sleep(retry::delay(&self.retry, attempt, retry_after)).await;
+                    attempt += 1;
+                }
+                Err(e) => {
+                    self.count_output(name, "failed");
+                    return Err((e, attempt));
+                }
+            }
+        }
+    }
+
+    fn count_output(&self, name: &str, outcome: &'static str) {
+        metrics::counter!(telemetry::OUTPUTS,
+            "pipeline" => self.pipeline.to_string(),
+            "output" => name.to_string(),
+            "outcome" => outcome)
+        .increment(1);
+    }
+
+    /// An event whose delivery failed for good: dead letter, else the trigger's poison rule.
+    async fn fail(&self, event: &Event, f: &Failure) -> EventStatus {
+        let Some(dl) = &self.dead_letter else {
+            tracing::warn!(pipeline = %self.pipeline, id = %event.id, code = %f.code, attempts = f.attempts, error = %f.message, "delivery failed; no dead_letter, handing the event to the trigger's poison rule");
+            metrics::counter!(telemetry::EVENTS_REJECTED, "pipeline" => self.pipeline.to_string()).increment(1);
+            return EventStatus::Rejected { error: f.message.clone() };
+        };
+        let record = dead_letter_record(&self.pipeline, event, f);
+        match self.write_with_retry("dead_letter", dl.as_ref(), &record).await {
+            Ok(()) => {
+                tracing::warn!(pipeline = %self.pipeline, id = %event.id, code = %f.code, attempts = f.attempts, error = %f.message, "delivery failed; event written to the dead letter");
+                metrics::counter!(telemetry::DEAD_LETTERS, "pipeline" => self.pipeline.to_string()).increment(1);
+                EventStatus::DeadLettered { error: f.message.clone() }
+            }
+            Err((e, _)) => {
+                tracing::error!(pipeline = %self.pipeline, id = %event.id, error = %e, "dead letter refused the event; leaving it unacknowledged");
+                metrics::counter!(telemetry::EVENTS_ABANDONED, "pipeline" => self.pipeline.to_string()).increment(1);
+                EventStatus::Abandoned
+            }
+        }
+    }
+}
+
+fn failure_of(e: &InvokeError, attempts: u32) -> Failure {
+    Failure {
+        message: e.to_string(),
+        code: e.code(),
+        attempts: attempts.max(1),
+    }
+}
+
+/// The dead-letter value: the original event as a structured CloudEvent with the error
+/// extensions `switchyarderror`, `switchyarderrorcode`, `switchyardattempts`.
+fn dead_letter_record(pipeline: &str, event: &Event, f: &Failure) -> Record {
+    let mut e = event.clone();
+    e.set_extension("switchyarderror", f.message.clone());
+    e.set_extension("switchyarderrorcode", f.code.clone());
+    e.set_extension("switchyardattempts", f.attempts.to_string());
+    let json = to_json(&e);
+    let mut r = Record::answering(pipeline, event, Bytes::from(serde_json::to_vec(&json).expect("json")));
+    r.content_type = Some("application/cloudevents+json".into());
+    r.extensions = e.extensions;
+    r
+}
+
+/// Continue the caller's trace with a new span id, or start a new trace.
+fn stamp_traceparent(e: &mut Event) {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    let span: u64 = rng.random::<u64>().max(1);
+    let tp = match e.extensions.get("traceparent").map(|t| t.split('-').collect::<Vec<_>>()) {
+        Some(p) if p.len() == 4 && p[0] == "00" && p[1].len() == 32 && p[1].bytes().all(|b| b.is_ascii_hexdigit()) && p[1] != "0".repeat(32) => {
+            format!("00-{}-{span:016x}-{}", p[1].to_ascii_lowercase(), if p[3].len() == 2 { p[3] } else { "01" })
+        }
+        _ => format!("00-{:032x}-{span:016x}-01", rng.random::<u128>().max(1)),
+    };
+    e.extensions.insert("traceparent".into(), tp);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_is_continued_or_started() {
+        let mut e = Event::new("1", "s", "t");
+        stamp_traceparent(&mut e);
+        let tp = e.extensions["traceparent"].clone();
+        let parts: Vec<_> = tp.split('-').collect();
+        assert_eq!((parts.len(), parts[0], parts[1].len(), parts[2].len()), (4, "00", 32, 16));
+        let mut child = Event::new("2", "s", "t");
+        child.set_extension("traceparent", tp.clone());
+        stamp_traceparent(&mut child);
+        let c = child.extensions["traceparent"].clone();
+        assert_eq!(c.split('-').nth(1), Some(parts[1]), "same trace");
+        assert_ne!(c, tp, "new span");
+    }
+
+    #[test]
+    fn dead_letter_carries_error_extensions_and_data() {
+        let e = Event::new("id-1", "switchyard/p/http/x", "switchyard.http.request")
+            .with_data(&b"{\"a\":1}"[..], Some("application/json".into()));
+        let f = Failure { message: "function answered 400".into(), code: "400".into(), attempts: 1 };
+        let r = dead_letter_record("p", &e, &f);
+        let v: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
+        assert_eq!(v["switchyarderrorcode"], "400");
+        assert_eq!(v["switchyardattempts"], "1");
+        assert_eq!(v["data"]["a"], 1);
+        assert!(switchyard_sdk::cloudevents::validate_json(&v).is_empty());
+    }
+}

@@ -1,0 +1,447 @@
+//! One HTTP call to a function, in the configured format, and the decoding of its answer.
+
+use super::{json_value_bytes, Answer, Invocation, InvokeError};
+use crate::config::{Format, FunctionConfig};
+use base64::Engine;
+use bytes::{Bytes, BytesMut};
+use futures::future::BoxFuture;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use std::task::{Context, Poll};
+use std::time::Duration;
+use switchyard_sdk::cloudevents::{binary_headers, to_json};
+use switchyard_sdk::event::is_json_media_type;
+use switchyard_sdk::{BoxError, Event, Reply};
+
+/// Which outputs a value goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// Every output (cloudevents replies).
+    All,
+    /// The output of this name (azure-functions `Outputs`).
+    Named(String),
+    /// Outputs named `$return`, else every output (azure-functions `ReturnValue`).
+    Return,
+}
+
+/// One value the function returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Value {
+    /// Where it goes.
+    pub target: Target,
+    /// The bytes.
+    pub data: Bytes,
+    /// Its content type.
+    pub content_type: Option<String>,
+    /// The reply's CloudEvents type, when it gave one.
+    pub ty: Option<String>,
+    /// The reply's CloudEvents subject, when it gave one.
+    pub subject: Option<String>,
+}
+
+impl Value {
+    fn new(target: Target, data: Bytes, content_type: Option<String>) -> Self {
+        Self {
+            target,
+            data,
+            content_type,
+            ty: None,
+            subject: None,
+        }
+    }
+}
+
+/// The HTTP call service.
+#[derive(Clone)]
+pub struct FunctionCall {
+    client: reqwest::Client,
+    base_url: reqwest::Url,
+    format: Format,
+    headers: HeaderMap,
+    max_reply: usize,
+}
+
+impl FunctionCall {
+    /// A call to `base_url` in the function's format.
+    pub fn new(name: &str, cfg: &FunctionConfig, base_url: reqwest::Url) -> Result<Self, BoxError> {
+        let mut headers = HeaderMap::new();
+        for (k, v) in &cfg.headers {
+            let value = HeaderValue::from_str(v.expose())
+                .map_err(|_| format!("functions.{name}.headers.{k}: invalid header value"))?;
+            headers.insert(HeaderName::from_bytes(k.as_bytes())?, value);
+        }
+        let client = reqwest::Client::builder()
+            // Keep connections to the function open and reuse them.
+            .pool_max_idle_per_host(cfg.concurrency)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self {
+            client,
+            base_url,
+            format: cfg.format,
+            headers,
+            max_reply: cfg.max_reply.as_usize(),
+        })
+    }
+}
+
+impl tower::Service<Invocation> for FunctionCall {
+    type Response = Answer;
+    type Error = InvokeError;
+    type Future = BoxFuture<'static, Result<Answer, InvokeError>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, inv: Invocation) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { this.invoke(inv).await })
+    }
+}
+
+impl FunctionCall {
+    async fn invoke(self, inv: Invocation) -> Result<Answer, InvokeError> {
+        let attempt = inv.next_attempt();
+        let events: Vec<Event> = inv
+            .events
+            .iter()
+            .map(|e| {
+                let mut e = e.clone();
+                e.set_extension("deliveryattempt", attempt.to_string());
+                e
+            })
+            .collect();
+        let traceparent = events
+            .first()
+            .and_then(|e| e.extensions.get("traceparent").cloned());
+        let mut req = match self.format {
+            Format::Cloudevents if events.len() == 1 && !inv.batch => {
+                let e = &events[0];
+                let mut r = self.client.post(self.base_url.clone());
+                for (k, v) in binary_headers(e) {
+                    r = r.header(k, v);
+                }
+                r.body(e.data.clone())
+            }
+            Format::Cloudevents | Format::CloudeventsStructured if events.len() > 1 || inv.batch => {
+                let body: Vec<_> = events.iter().map(to_json).collect();
+                self.client
+                    .post(self.base_url.clone())
+                    .header(CONTENT_TYPE, "application/cloudevents-batch+json")
+                    .body(serde_json::to_vec(&body).expect("json"))
+            }
+            Format::Cloudevents | Format::CloudeventsStructured => self
+                .client
+                .post(self.base_url.clone())
+                .header(CONTENT_TYPE, "application/cloudevents+json")
+                .body(serde_json::to_vec(&to_json(&events[0])).expect("json")),
+            Format::AzureFunctions => {
+                let mut url = self.base_url.clone();
+                url.path_segments_mut()
+                    .map_err(|_| InvokeError::Refused("function url cannot have a path".into()))?
+                    .pop_if_empty()
+                    .push(&inv.pipeline);
+                self.client
+                    .post(url)
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(serde_json::to_vec(&azure_request(&inv, &events)).expect("json"))
+            }
+        };
+        req = req.headers(self.headers.clone());
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| InvokeError::Connect(error_chain(&e)))?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_limited(resp, self.max_reply).await?;
+        if !status.is_success() {
+            return Err(InvokeError::Status {
+                status: status.as_u16(),
+                body: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                retry_after: headers
+                    .get(RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(parse_retry_after),
+            });
+        }
+        let content_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        match self.format {
+            Format::AzureFunctions => decode_azure(&body, &inv.outputs, &inv.pipeline),
+            _ => decode_cloudevents(body, content_type, &headers),
+        }
+    }
+}
+
+/// The whole chain of an error, without URLs (they may carry credentials).
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut s = if e.is_connect() {
+        "connection refused or unreachable".to_string()
+    } else if e.is_timeout() {
+        "timed out".to_string()
+    } else {
+        "connection error".to_string()
+    };
+    let mut src = std::error::Error::source(e);
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Bytes, InvokeError> {
+    let mut buf = BytesMut::new();
+    loop {
+        match resp.chunk().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > max {
+                    return Err(InvokeError::Refused(format!("reply larger than max_reply ({max} bytes)")));
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => return Err(InvokeError::Connect(format!("reading the reply: {}", error_chain(&e)))),
+        }
+    }
+}
+
+/// `Retry-After`: seconds, or an HTTP date.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = chrono::DateTime::parse_from_rfc2822(v).ok()?;
+    let delta = when.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(delta.to_std().unwrap_or_default())
+}
+
+fn decode_cloudevents(body: Bytes, content_type: Option<String>, headers: &HeaderMap) -> Result<Answer, InvokeError> {
+    let reply = Reply {
+        body: body.clone(),
+        content_type: content_type.clone(),
+    };
+    if body.is_empty() {
+        return Ok(Answer { values: Vec::new(), reply });
+    }
+    let essence = content_type
+        .as_deref()
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let values = match essence.as_deref() {
+        Some("application/cloudevents+json") => {
+            let v: serde_json::Value = serde_json::from_slice(&body)
+                .map_err(|e| InvokeError::BadReply(format!("invalid structured CloudEvent: {e}")))?;
+            vec![structured_value(&v)?]
+        }
+        Some("application/cloudevents-batch+json") => {
+            let v: Vec<serde_json::Value> = serde_json::from_slice(&body)
+                .map_err(|e| InvokeError::BadReply(format!("invalid CloudEvents batch: {e}")))?;
+            v.iter().map(structured_value).collect::<Result<_, _>>()?
+        }
+        _ => {
+            let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let mut value = Value::new(Target::All, body, content_type);
+            value.ty = header("ce-type");
+            value.subject = header("ce-subject");
+            vec![value]
+        }
+    };
+    Ok(Answer { values, reply })
+}
+
+fn structured_value(v: &serde_json::Value) -> Result<Value, InvokeError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| InvokeError::BadReply("a CloudEvent must be a JSON object".into()))?;
+    let content_type = obj
+        .get("datacontenttype")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    let (data, ct) = if let Some(b64) = obj.get("data_base64").and_then(|v| v.as_str()) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map_err(|e| InvokeError::BadReply(format!("data_base64: {e}")))?;
+        (Bytes::from(bytes), content_type)
+    } else {
+        match obj.get("data") {
+            None | Some(serde_json::Value::Null) => (Bytes::new(), content_type),
+            Some(serde_json::Value::String(s)) if !content_type.as_deref().is_some_and(is_json_media_type) => {
+                (Bytes::from(s.clone()), content_type)
+            }
+            Some(other) => (
+                Bytes::from(serde_json::to_vec(other).expect("json")),
+                content_type.or_else(|| Some("application/json".into())),
+            ),
+        }
+    };
+    let mut value = Value::new(Target::All, data, ct);
+    value.ty = obj.get("type").and_then(|v| v.as_str()).map(str::to_string);
+    value.subject = obj.get("subject").and_then(|v| v.as_str()).map(str::to_string);
+    Ok(value)
+}
+
+/// The data of one event as the azure-functions format carries it.
+fn azure_data(e: &Event) -> serde_json::Value {
+    let body = || -> serde_json::Value {
+        if e.is_json() {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&e.data) {
+                return v;
+            }
+        }
+        match std::str::from_utf8(&e.data) {
+            Ok(s) => s.into(),
+            Err(_) => base64::engine::general_purpose::STANDARD.encode(&e.data).into(),
+        }
+    };
+    if e.ty == "switchyard.http.request" {
+        // The shape Azure Functions gives an HTTP trigger binding.
+        let mut req = e.metadata.clone();
+        req.insert("Params".into(), serde_json::json!({}));
+        req.insert(
+            "Body".into(),
+            match std::str::from_utf8(&e.data) {
+                Ok(s) => s.into(),
+                Err(_) => base64::engine::general_purpose::STANDARD.encode(&e.data).into(),
+            },
+        );
+        return serde_json::Value::Object(req);
+    }
+    body()
+}
+
+/// The custom-handler request: `{"Data": {"<trigger>": ...}, "Metadata": {...}}`.
+fn azure_request(inv: &Invocation, events: &[Event]) -> serde_json::Value {
+    let data = if events.len() == 1 && !inv.batch {
+        azure_data(&events[0])
+    } else {
+        serde_json::Value::Array(events.iter().map(azure_data).collect())
+    };
+    let first = &events[0];
+    let mut meta = serde_json::Map::new();
+    for (k, v) in switchyard_sdk::cloudevents::attributes(first) {
+        meta.insert(k, v.into());
+    }
+    for (k, v) in &first.metadata {
+        meta.entry(k.clone()).or_insert_with(|| v.clone());
+    }
+    meta.insert(
+        "sys".into(),
+        serde_json::json!({
+            "MethodName": &*inv.pipeline,
+            "UtcNow": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "RandGuid": uuid::Uuid::new_v4().to_string(),
+        }),
+    );
+    serde_json::json!({
+        "Data": { &*inv.trigger_name: data },
+        "Metadata": meta,
+    })
+}
+
+/// Decode `{"Outputs": {...}, "Logs": [...], "ReturnValue": ...}`.
+fn decode_azure(body: &[u8], outputs: &[String], pipeline: &str) -> Result<Answer, InvokeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Answer::default());
+    }
+    let v: serde_json::Value = serde_json::from_slice(body)
+        .map_err(|e| InvokeError::BadReply(format!("azure-functions answer is not JSON: {e}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| InvokeError::BadReply("azure-functions answer is not a JSON object".into()))?;
+    if let Some(logs) = obj.get("Logs").and_then(|l| l.as_array()) {
+        for line in logs {
+            match line.as_str() {
+                Some(s) => tracing::info!(pipeline, function_log = s),
+                None => tracing::info!(pipeline, function_log = %line),
+            }
+        }
+    }
+    let mut values = Vec::new();
+    match obj.get("Outputs") {
+        None | Some(serde_json::Value::Null) => {}
+        Some(serde_json::Value::Object(map)) => {
+            for (name, value) in map {
+                if !outputs.iter().any(|o| o == name) {
+                    return Err(InvokeError::Refused(format!(
+                        "Outputs names {name:?}, which is not an output of this pipeline (outputs: {})",
+                        outputs.join(", ")
+                    )));
+                }
+                if value.is_null() {
+                    continue;
+                }
+                let (data, ct) = json_value_bytes(value);
+                values.push(Value::new(Target::Named(name.clone()), data, ct));
+            }
+        }
+        Some(_) => return Err(InvokeError::BadReply("Outputs is not a JSON object".into())),
+    }
+    let mut reply = Reply::default();
+    if let Some(rv) = obj.get("ReturnValue").filter(|v| !v.is_null()) {
+        let (data, ct) = json_value_bytes(rv);
+        reply = Reply {
+            body: data.clone(),
+            content_type: ct.clone(),
+        };
+        values.push(Value::new(Target::Return, data, ct));
+    }
+    Ok(Answer { values, reply })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn azure_answer_routes_by_name() {
+        let outputs: Vec<String> = vec!["a".into(), "b".into()];
+        let a = decode_azure(
+            br#"{"Outputs":{"a":{"x":1},"b":"text"},"Logs":["hi"],"ReturnValue":null}"#,
+            &outputs,
+            "p",
+        )
+        .unwrap();
+        assert_eq!(a.values.len(), 2);
+        let a_val = a.values.iter().find(|v| v.target == Target::Named("a".into())).unwrap();
+        assert_eq!(&a_val.data[..], br#"{"x":1}"#);
+        let b_val = a.values.iter().find(|v| v.target == Target::Named("b".into())).unwrap();
+        assert_eq!(&b_val.data[..], b"text");
+    }
+
+    #[test]
+    fn azure_garbage_and_unknown_outputs() {
+        let outputs: Vec<String> = vec!["a".into()];
+        assert!(matches!(decode_azure(b"<html>", &outputs, "p"), Err(InvokeError::BadReply(_))));
+        assert!(matches!(
+            decode_azure(br#"{"Outputs":{"zzz":1}}"#, &outputs, "p"),
+            Err(InvokeError::Refused(_))
+        ));
+        let a = decode_azure(br#"{"ReturnValue":{"ok":true}}"#, &outputs, "p").unwrap();
+        assert_eq!(a.values[0].target, Target::Return);
+        assert_eq!(&a.reply.body[..], br#"{"ok":true}"#);
+    }
+
+    #[test]
+    fn structured_reply_keeps_type_and_data() {
+        let body = Bytes::from_static(br#"{"specversion":"1.0","id":"1","source":"f","type":"order.done","subject":"o-1","datacontenttype":"application/json","data":{"n":1}}"#);
+        let a = decode_cloudevents(body, Some("application/cloudevents+json".into()), &HeaderMap::new()).unwrap();
+        assert_eq!(a.values[0].ty.as_deref(), Some("order.done"));
+        assert_eq!(&a.values[0].data[..], br#"{"n":1}"#);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

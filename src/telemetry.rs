@@ -1,0 +1,61 @@
+//! The one home of metric names, and the tracing setup.
+
+/// Events a trigger handed to the engine.
+pub const EVENTS_RECEIVED: &str = "switchyard_events_received_total";
+/// Function calls by outcome: `success`, `retry` (a failed attempt that will be retried),
+/// `failed` (the last attempt failed or the failure is not retryable).
+pub const INVOCATIONS: &str = "switchyard_invocations_total";
+/// Duration of one invocation, all attempts together.
+pub const INVOCATION_DURATION: &str = "switchyard_invocation_duration_seconds";
+/// Output writes by outcome: `success`, `retry`, `failed`.
+pub const OUTPUTS: &str = "switchyard_outputs_total";
+/// Events written to the dead letter.
+pub const DEAD_LETTERS: &str = "switchyard_dead_letters_total";
+/// Events that failed for good with no dead letter (handed to the trigger's poison mechanism,
+/// or dropped where it has none).
+pub const EVENTS_REJECTED: &str = "switchyard_events_rejected_total";
+/// Events that could not be finished (shutdown timeout, dead letter down): not acknowledged.
+pub const EVENTS_ABANDONED: &str = "switchyard_events_abandoned_total";
+/// Events held by a pipeline: queued, batching or in a call.
+pub const EVENTS_IN_FLIGHT: &str = "switchyard_events_in_flight";
+/// Messages waiting at the source, where the broker can tell.
+pub const TRIGGER_BACKLOG: &str = "switchyard_trigger_backlog";
+/// Restarts of supervised function processes.
+pub const FUNCTION_RESTARTS: &str = "switchyard_function_restarts_total";
+
+/// Register descriptions so `/metrics` explains each metric.
+pub fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(EVENTS_RECEIVED, "Events a trigger handed to the engine.");
+    describe_counter!(INVOCATIONS, "Function calls by outcome (success, retry, failed).");
+    describe_histogram!(INVOCATION_DURATION, Unit::Seconds, "Duration of one invocation, all attempts together.");
+    describe_counter!(OUTPUTS, "Output writes by outcome (success, retry, failed).");
+    describe_counter!(DEAD_LETTERS, "Events written to the dead letter.");
+    describe_counter!(EVENTS_REJECTED, "Events that failed for good with no dead letter.");
+    describe_counter!(EVENTS_ABANDONED, "Events not finished, left unacknowledged for redelivery.");
+    describe_gauge!(EVENTS_IN_FLIGHT, "Events held by a pipeline.");
+    describe_gauge!(TRIGGER_BACKLOG, "Messages waiting at the source.");
+    describe_counter!(FUNCTION_RESTARTS, "Restarts of supervised function processes.");
+}
+
+/// Log format on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable text.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Install the tracing subscriber; `RUST_LOG` overrides the default `info`.
+pub fn init_tracing(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
