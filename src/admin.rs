@@ -26,7 +26,10 @@ pub fn router(health: Health, metrics: PrometheusHandle) -> Router {
 async fn readyz(State(s): State<AdminState>) -> impl IntoResponse {
     let not_ready = s.health.not_ready();
     if not_ready.is_empty() {
-        (StatusCode::OK, Json(serde_json::json!({ "status": "ready" })))
+        (
+            StatusCode::OK,
+            Json(serde_json::json!({ "status": "ready" })),
+        )
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -47,7 +50,8 @@ async fn render(State(s): State<AdminState>) -> impl IntoResponse {
 pub fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error + Send + Sync>> {
     let recorder = metrics_exporter_prometheus::PrometheusBuilder::new()
         .set_buckets(&[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0,
         ])?
         .build_recorder();
     let handle = recorder.handle();
@@ -74,15 +78,26 @@ mod tests {
     async fn readyz_names_what_is_not_ready() {
         let health = Health::default();
         let h = health.register("pipelines.p.trigger", "connecting");
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder().handle();
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
         let app = router(health, handle);
-        let resp = app.clone().oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await.unwrap();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["not_ready"]["pipelines.p.trigger"], "connecting");
         h.ready();
-        let resp = app.oneshot(Request::get("/readyz").body(Body::empty()).unwrap()).await.unwrap();
+        let resp = app
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
     }
 }

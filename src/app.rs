@@ -48,11 +48,15 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
         let fh = health.register(format!("functions.{name}"), "starting");
         let url = match &f.command {
             Some(cmd) => {
-                let sup = Supervisor::new(name, cmd.clone(), f.env.clone().into_iter().collect(), fh)?;
+                let sup =
+                    Supervisor::new(name, cmd.clone(), f.env.clone().into_iter().collect(), fh)?;
                 let url = sup.url();
                 let (tx, rx) = tokio::sync::oneshot::channel();
                 supervisors.spawn(sup.run(stop_functions.clone(), tx));
-                if tokio::time::timeout(Duration::from_secs(60), rx).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(60), rx)
+                    .await
+                    .is_err()
+                {
                     tracing::warn!(function = %name, "function not accepting connections yet; events will be retried");
                 }
                 url
@@ -76,20 +80,35 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
         let mut outputs = Vec::new();
         for o in &p.outputs {
             let oh = health.register(format!("pipelines.{name}.outputs.{}", o.name), "connecting");
-            let output = o.output.build().await.map_err(|e| format!("pipelines.{name}.outputs.{}: {e}", o.name))?;
+            let output = o
+                .output
+                .build()
+                .await
+                .map_err(|e| format!("pipelines.{name}.outputs.{}: {e}", o.name))?;
             match output.healthcheck().await {
                 Ok(()) => oh.ready(),
                 Err(e) => oh.not_ready(e.to_string()),
             }
-            outputs.push(NamedOutput { name: o.name.clone(), output });
+            outputs.push(NamedOutput {
+                name: o.name.clone(),
+                output,
+            });
         }
         let dead_letter = match &p.dead_letter {
-            Some(d) => Some(d.build().await.map_err(|e| format!("pipelines.{name}.dead_letter: {e}"))?),
+            Some(d) => Some(
+                d.build()
+                    .await
+                    .map_err(|e| format!("pipelines.{name}.dead_letter: {e}"))?,
+            ),
             None => None,
         };
         let pipeline: Arc<str> = Arc::from(name.as_str());
         let retry = Arc::new(p.retry.clone());
-        let policy = RetryPolicy::new(retry.clone(), pipeline.clone(), Arc::from(p.function.as_str()));
+        let policy = RetryPolicy::new(
+            retry.clone(),
+            pipeline.clone(),
+            Arc::from(p.function.as_str()),
+        );
         let batch = p.batch.max_events > 1;
         let delivery = Arc::new(Delivery {
             pipeline: pipeline.clone(),
@@ -99,13 +118,20 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
             invoker: invoker::with_retry(functions[&p.function].clone(), policy),
             batch,
             retry,
-            output_names: outputs.iter().map(|o| o.name.clone()).collect::<Vec<_>>().into(),
+            output_names: outputs
+                .iter()
+                .map(|o| o.name.clone())
+                .collect::<Vec<_>>()
+                .into(),
             outputs,
             dead_letter,
         });
         let max_events = p.batch.max_events.max(1);
         let limits = engine::dispatch::Limits {
-            max_in_flight: p.max_in_flight.unwrap_or(fcfg.concurrency * max_events).max(1),
+            max_in_flight: p
+                .max_in_flight
+                .unwrap_or(fcfg.concurrency * max_events)
+                .max(1),
             max_jobs: fcfg.concurrency,
             max_events,
             max_wait: p.batch.max_wait.get(),
@@ -138,7 +164,9 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
     // Ingress, when a trigger serves on it.
     let mut ingress = None;
     if !routes.is_empty() {
-        let app = routes.into_iter().fold(axum::Router::new(), axum::Router::merge);
+        let app = routes
+            .into_iter()
+            .fold(axum::Router::new(), axum::Router::merge);
         let listener = tokio::net::TcpListener::bind(config.ingress.listen)
             .await
             .map_err(|e| format!("ingress.listen {}: {e}", config.ingress.listen))?;
@@ -150,7 +178,11 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
                 .await
         }));
     }
-    tracing::info!(pipelines = config.pipelines.len(), functions = config.functions.len(), "switchyard running");
+    tracing::info!(
+        pipelines = config.pipelines.len(),
+        functions = config.functions.len(),
+        "switchyard running"
+    );
 
     // Wait for a signal or a trigger that fails for good.
     let exit = tokio::select! {
@@ -198,7 +230,9 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
 }
 
 /// All triggers may finish on their own (none does today); keep serving until a signal.
-async fn wait_signal_after_trigger_end(triggers: &mut JoinSet<(String, Result<(), BoxError>)>) -> Exit {
+async fn wait_signal_after_trigger_end(
+    triggers: &mut JoinSet<(String, Result<(), BoxError>)>,
+) -> Exit {
     loop {
         tokio::select! {
             _ = shutdown_signal() => return Exit::Clean,
@@ -233,7 +267,12 @@ async fn probe_function(url: reqwest::Url, health: switchyard_sdk::health::Healt
     let host = url.host_str().unwrap_or("127.0.0.1").to_string();
     let port = url.port_or_known_default().unwrap_or(80);
     loop {
-        match tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((host.as_str(), port))).await {
+        match tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect((host.as_str(), port)),
+        )
+        .await
+        {
             Ok(Ok(_)) => health.ready(),
             _ => health.not_ready(format!("cannot connect to the function at {host}:{port}")),
         }

@@ -9,7 +9,13 @@ use std::path::PathBuf;
 #[command(name = "switchyard", version, about)]
 pub struct Cli {
     /// Log format on stderr.
-    #[arg(long, global = true, value_enum, default_value = "text", env = "SWITCHYARD_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "SWITCHYARD_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]

@@ -8,13 +8,20 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
         }
     };
     match cli.command {
         Command::Schema => {
             let schema = schemars::schema_for!(config::Config);
-            println!("{}", serde_json::to_string_pretty(&schema).expect("schema serializes"));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).expect("schema serializes")
+            );
             ExitCode::SUCCESS
         }
         Command::Validate { config } => {
@@ -41,7 +48,10 @@ fn main() -> ExitCode {
             };
             telemetry::init_tracing(cli.log_format);
             tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             match rt.block_on(app::run(cfg)) {
                 Ok(app::Exit::Clean) => ExitCode::SUCCESS,
                 Ok(app::Exit::Fatal) => ExitCode::from(1),

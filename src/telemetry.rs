@@ -27,15 +27,34 @@ pub const FUNCTION_RESTARTS: &str = "switchyard_function_restarts_total";
 pub fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(EVENTS_RECEIVED, "Events a trigger handed to the engine.");
-    describe_counter!(INVOCATIONS, "Function calls by outcome (success, retry, failed).");
-    describe_histogram!(INVOCATION_DURATION, Unit::Seconds, "Duration of one invocation, all attempts together.");
-    describe_counter!(OUTPUTS, "Output writes by outcome (success, retry, failed).");
+    describe_counter!(
+        INVOCATIONS,
+        "Function calls by outcome (success, retry, failed)."
+    );
+    describe_histogram!(
+        INVOCATION_DURATION,
+        Unit::Seconds,
+        "Duration of one invocation, all attempts together."
+    );
+    describe_counter!(
+        OUTPUTS,
+        "Output writes by outcome (success, retry, failed)."
+    );
     describe_counter!(DEAD_LETTERS, "Events written to the dead letter.");
-    describe_counter!(EVENTS_REJECTED, "Events that failed for good with no dead letter.");
-    describe_counter!(EVENTS_ABANDONED, "Events not finished, left unacknowledged for redelivery.");
+    describe_counter!(
+        EVENTS_REJECTED,
+        "Events that failed for good with no dead letter."
+    );
+    describe_counter!(
+        EVENTS_ABANDONED,
+        "Events not finished, left unacknowledged for redelivery."
+    );
     describe_gauge!(EVENTS_IN_FLIGHT, "Events held by a pipeline.");
     describe_gauge!(TRIGGER_BACKLOG, "Messages waiting at the source.");
-    describe_counter!(FUNCTION_RESTARTS, "Restarts of supervised function processes.");
+    describe_counter!(
+        FUNCTION_RESTARTS,
+        "Restarts of supervised function processes."
+    );
 }
 
 /// Log format on stderr.

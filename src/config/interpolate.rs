@@ -110,7 +110,9 @@ pub fn interpolate(src: &str, source: &dyn Source) -> Interpolated {
                     let path = path_of(&stack);
                     match expand(&value, source) {
                         Ok(expanded) if expanded != value => {
-                            if let (Some(a), Some(b)) = (span.start.byte_offset(), span.end.byte_offset()) {
+                            if let (Some(a), Some(b)) =
+                                (span.start.byte_offset(), span.end.byte_offset())
+                            {
                                 let old_lines = src[a..b].matches('\n').count();
                                 let mut text = encode(&expanded, style);
                                 let new_lines = text.matches('\n').count();
@@ -184,7 +186,10 @@ pub fn expand(value: &str, source: &dyn Source) -> Result<String, String> {
             Some((n, d)) => (n, Some(d)),
             None => (body, None),
         };
-        let valid = name.chars().next().is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c == '_' || c.is_ascii_alphabetic())
             && name.chars().all(|c| c == '_' || c.is_ascii_alphanumeric());
         if !valid {
             return Err(format!("invalid variable name {name:?} in ${{{body}}}"));
@@ -192,11 +197,9 @@ pub fn expand(value: &str, source: &dyn Source) -> Result<String, String> {
         match (source.var(name), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => {
-                return Err(format!(
-                    "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
-                ))
-            }
+            (None, None) => return Err(format!(
+                "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
+            )),
         }
     }
     out.push_str(rest);
@@ -247,8 +250,12 @@ mod tests {
         assert_eq!(expand("${NOPE:-d}", &Fake).unwrap(), "d");
         assert_eq!(expand("${file:/run/secret}", &Fake).unwrap(), "s3cret");
         assert_eq!(expand("$${PORT}", &Fake).unwrap(), "${PORT}");
-        assert!(expand("${NOPE}", &Fake).unwrap_err().contains("NOPE is not set"));
-        assert!(expand("${file:/x}", &Fake).unwrap_err().contains("cannot read /x"));
+        assert!(expand("${NOPE}", &Fake)
+            .unwrap_err()
+            .contains("NOPE is not set"));
+        assert!(expand("${file:/x}", &Fake)
+            .unwrap_err()
+            .contains("cannot read /x"));
     }
 
     #[test]

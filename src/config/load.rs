@@ -24,8 +24,16 @@ pub struct Problem {
 
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(top level)" } else { &self.path };
-        write!(f, "{}:{}:{}: {}: {}", self.file, self.line, self.column, path, self.message)
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
+        write!(
+            f,
+            "{}:{}:{}: {}: {}",
+            self.file, self.line, self.column, path, self.message
+        )
     }
 }
 
@@ -105,7 +113,11 @@ pub fn load_str(src: &str, file: &str, source: &dyn Source) -> Result<Config, Co
                 None => raw,
             };
             let (inner, message) = tagged::split(&raw);
-            let mut path = if path_seen == "." { String::new() } else { path_seen };
+            let mut path = if path_seen == "." {
+                String::new()
+            } else {
+                path_seen
+            };
             if let Some(inner) = inner {
                 path = join(&path, inner);
             }
@@ -160,7 +172,12 @@ fn nearest(positions: &std::collections::HashMap<String, Pos>, path: &str) -> Po
         }
         match p.rfind(['.', '[']) {
             Some(i) => p = &p[..i],
-            None => return positions.get("").copied().unwrap_or(Pos { line: 1, column: 1 }),
+            None => {
+                return positions
+                    .get("")
+                    .copied()
+                    .unwrap_or(Pos { line: 1, column: 1 })
+            }
         }
     }
 }
@@ -173,7 +190,10 @@ impl Config {
         for (name, f) in &self.functions {
             let at = |k: &str| format!("functions.{name}.{k}");
             match (&f.url, &f.command) {
-                (None, None) => out.push((format!("functions.{name}"), "give `url` or `command`".into())),
+                (None, None) => out.push((
+                    format!("functions.{name}"),
+                    "give `url` or `command`".into(),
+                )),
                 (Some(u), _) => {
                     if let Err(e) = reqwest::Url::parse(u) {
                         out.push((at("url"), format!("invalid URL: {e}")));
@@ -189,7 +209,10 @@ impl Config {
             }
             for k in f.headers.keys() {
                 if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
-                    out.push((at(&format!("headers.{k}")), "not a valid header name".into()));
+                    out.push((
+                        at(&format!("headers.{k}")),
+                        "not a valid header name".into(),
+                    ));
                 }
             }
         }
@@ -199,7 +222,11 @@ impl Config {
                 let known: Vec<&str> = self.functions.keys().map(String::as_str).collect();
                 out.push((
                     at("function"),
-                    format!("no function named {:?} (functions: {})", p.function, known.join(", ")),
+                    format!(
+                        "no function named {:?} (functions: {})",
+                        p.function,
+                        known.join(", ")
+                    ),
                 ));
             }
             if p.batch.max_events == 0 {
@@ -209,15 +236,24 @@ impl Config {
                 out.push((at("max_in_flight"), "must be at least 1".into()));
             }
             if p.retry.max_attempts == 0 {
-                out.push((at("retry.max_attempts"), "must be at least 1 (the first attempt)".into()));
+                out.push((
+                    at("retry.max_attempts"),
+                    "must be at least 1 (the first attempt)".into(),
+                ));
             }
             if p.retry.initial_delay > p.retry.max_delay {
-                out.push((at("retry.initial_delay"), "is larger than retry.max_delay".into()));
+                out.push((
+                    at("retry.initial_delay"),
+                    "is larger than retry.max_delay".into(),
+                ));
             }
             let mut seen = std::collections::HashSet::new();
             for (i, o) in p.outputs.iter().enumerate() {
                 if !seen.insert(o.name.as_str()) {
-                    out.push((at(&format!("outputs[{i}].name")), format!("duplicate output name {:?}", o.name)));
+                    out.push((
+                        at(&format!("outputs[{i}].name")),
+                        format!("duplicate output name {:?}", o.name),
+                    ));
                 }
                 for (k, m) in o.output.check() {
                     out.push((at(&format!("outputs[{i}].{k}")), m));
@@ -272,7 +308,10 @@ pipelines:
     #[test]
     fn good_config_loads() {
         let c = load_str(GOOD, "test.yaml", &Vars).unwrap();
-        assert_eq!(c.functions["echo"].url.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(
+            c.functions["echo"].url.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
         assert_eq!(c.pipelines["tick"].outputs[0].name, "out");
     }
 

@@ -356,7 +356,12 @@ impl<'de> Deserialize<'de> for NamedOutput {
         let mut value = serde_json::Value::deserialize(d)?;
         let name = match value.as_object_mut().and_then(|m| m.remove("name")) {
             Some(serde_json::Value::String(s)) if !s.is_empty() => s,
-            Some(_) => return Err(serde::de::Error::custom(tagged::at("name", "must be a non-empty string"))),
+            Some(_) => {
+                return Err(serde::de::Error::custom(tagged::at(
+                    "name",
+                    "must be a non-empty string",
+                )))
+            }
             None => return Err(serde::de::Error::missing_field("name")),
         };
         let output = tagged::from_value(value)?;

@@ -23,7 +23,9 @@ pub fn split(message: &str) -> (Option<&str>, &str) {
 }
 
 /// Deserialize `T` from a buffered value, keeping the inner key path of an error.
-pub fn from_value<T: DeserializeOwned, E: serde::de::Error>(value: serde_json::Value) -> Result<T, E> {
+pub fn from_value<T: DeserializeOwned, E: serde::de::Error>(
+    value: serde_json::Value,
+) -> Result<T, E> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -45,10 +47,13 @@ pub fn split_type<E: serde::de::Error>(
         .ok_or_else(|| E::custom("expected a mapping with a `type` key"))?;
     match obj.remove("type") {
         Some(serde_json::Value::String(t)) if variants.contains(&t.as_str()) => Ok((t, value)),
-        Some(serde_json::Value::String(t)) => Err(E::custom(at("type", format!(
-            "unknown type `{t}`, expected one of {}",
-            variants.join(", ")
-        )))),
+        Some(serde_json::Value::String(t)) => Err(E::custom(at(
+            "type",
+            format!(
+                "unknown type `{t}`, expected one of {}",
+                variants.join(", ")
+            ),
+        ))),
         Some(_) => Err(E::custom(at("type", "must be a string"))),
         None => Err(E::missing_field("type")),
     }

@@ -58,7 +58,8 @@ struct Failure {
 impl Delivery {
     /// Deliver a job (one event, or a batch) and resolve every ack.
     pub async fn deliver(&self, job: Vec<TriggerEvent>) {
-        let (mut events, acks): (Vec<Event>, Vec<_>) = job.into_iter().map(|t| (t.event, t.ack)).unzip();
+        let (mut events, acks): (Vec<Event>, Vec<_>) =
+            job.into_iter().map(|t| (t.event, t.ack)).unzip();
         for e in &mut events {
             stamp_traceparent(e);
         }
@@ -163,7 +164,12 @@ impl Delivery {
     }
 
     /// Write one record, retrying retryable failures with the pipeline's backoff.
-    async fn write_with_retry(&self, name: &str, out: &dyn Output, record: &Record) -> Result<(), (OutputError, u32)> {
+    async fn write_with_retry(
+        &self,
+        name: &str,
+        out: &dyn Output,
+        record: &Record,
+    ) -> Result<(), (OutputError, u32)> {
         let mut attempt = 1;
         loop {
             match out.write(record).await {
@@ -201,15 +207,24 @@ impl Delivery {
     async fn fail(&self, event: &Event, f: &Failure) -> EventStatus {
         let Some(dl) = &self.dead_letter else {
             tracing::warn!(pipeline = %self.pipeline, id = %event.id, code = %f.code, attempts = f.attempts, error = %f.message, "delivery failed; no dead_letter, handing the event to the trigger's poison rule");
-            metrics::counter!(telemetry::EVENTS_REJECTED, "pipeline" => self.pipeline.to_string()).increment(1);
-            return EventStatus::Rejected { error: f.message.clone() };
+            metrics::counter!(telemetry::EVENTS_REJECTED, "pipeline" => self.pipeline.to_string())
+                .increment(1);
+            return EventStatus::Rejected {
+                error: f.message.clone(),
+            };
         };
         let record = dead_letter_record(&self.pipeline, event, f);
-        match self.write_with_retry("dead_letter", dl.as_ref(), &record).await {
+        match self
+            .write_with_retry("dead_letter", dl.as_ref(), &record)
+            .await
+        {
             Ok(()) => {
                 tracing::warn!(pipeline = %self.pipeline, id = %event.id, code = %f.code, attempts = f.attempts, error = %f.message, "delivery failed; event written to the dead letter");
-                metrics::counter!(telemetry::DEAD_LETTERS, "pipeline" => self.pipeline.to_string()).increment(1);
-                EventStatus::DeadLettered { error: f.message.clone() }
+                metrics::counter!(telemetry::DEAD_LETTERS, "pipeline" => self.pipeline.to_string())
+                    .increment(1);
+                EventStatus::DeadLettered {
+                    error: f.message.clone(),
+                }
             }
             Err((e, _)) => {
                 tracing::error!(pipeline = %self.pipeline, id = %event.id, error = %e, "dead letter refused the event; leaving it unacknowledged");
@@ -236,7 +251,11 @@ fn dead_letter_record(pipeline: &str, event: &Event, f: &Failure) -> Record {
     e.set_extension("switchyarderrorcode", f.code.clone());
     e.set_extension("switchyardattempts", f.attempts.to_string());
     let json = to_json(&e);
-    let mut r = Record::answering(pipeline, event, Bytes::from(serde_json::to_vec(&json).expect("json")));
+    let mut r = Record::answering(
+        pipeline,
+        event,
+        Bytes::from(serde_json::to_vec(&json).expect("json")),
+    );
     r.content_type = Some("application/cloudevents+json".into());
     r.extensions = e.extensions;
     r
@@ -247,9 +266,23 @@ fn stamp_traceparent(e: &mut Event) {
     use rand::Rng;
     let mut rng = rand::rng();
     let span: u64 = rng.random::<u64>().max(1);
-    let tp = match e.extensions.get("traceparent").map(|t| t.split('-').collect::<Vec<_>>()) {
-        Some(p) if p.len() == 4 && p[0] == "00" && p[1].len() == 32 && p[1].bytes().all(|b| b.is_ascii_hexdigit()) && p[1] != "0".repeat(32) => {
-            format!("00-{}-{span:016x}-{}", p[1].to_ascii_lowercase(), if p[3].len() == 2 { p[3] } else { "01" })
+    let tp = match e
+        .extensions
+        .get("traceparent")
+        .map(|t| t.split('-').collect::<Vec<_>>())
+    {
+        Some(p)
+            if p.len() == 4
+                && p[0] == "00"
+                && p[1].len() == 32
+                && p[1].bytes().all(|b| b.is_ascii_hexdigit())
+                && p[1] != "0".repeat(32) =>
+        {
+            format!(
+                "00-{}-{span:016x}-{}",
+                p[1].to_ascii_lowercase(),
+                if p[3].len() == 2 { p[3] } else { "01" }
+            )
         }
         _ => format!("00-{:032x}-{span:016x}-01", rng.random::<u128>().max(1)),
     };
@@ -266,7 +299,10 @@ mod tests {
         stamp_traceparent(&mut e);
         let tp = e.extensions["traceparent"].clone();
         let parts: Vec<_> = tp.split('-').collect();
-        assert_eq!((parts.len(), parts[0], parts[1].len(), parts[2].len()), (4, "00", 32, 16));
+        assert_eq!(
+            (parts.len(), parts[0], parts[1].len(), parts[2].len()),
+            (4, "00", 32, 16)
+        );
         let mut child = Event::new("2", "s", "t");
         child.set_extension("traceparent", tp.clone());
         stamp_traceparent(&mut child);
@@ -279,7 +315,11 @@ mod tests {
     fn dead_letter_carries_error_extensions_and_data() {
         let e = Event::new("id-1", "switchyard/p/http/x", "switchyard.http.request")
             .with_data(&b"{\"a\":1}"[..], Some("application/json".into()));
-        let f = Failure { message: "function answered 400".into(), code: "400".into(), attempts: 1 };
+        let f = Failure {
+            message: "function answered 400".into(),
+            code: "400".into(),
+            attempts: 1,
+        };
         let r = dead_letter_record("p", &e, &f);
         let v: serde_json::Value = serde_json::from_slice(&r.data).unwrap();
         assert_eq!(v["switchyarderrorcode"], "400");

@@ -52,7 +52,9 @@ struct State {
 impl State {
     fn enqueue(&mut self, lane: Option<String>, job: Job) {
         match lane {
-            Some(l) if self.claimed.contains(&l) => self.lane_queue.entry(l).or_default().push_back(job),
+            Some(l) if self.claimed.contains(&l) => {
+                self.lane_queue.entry(l).or_default().push_back(job)
+            }
             Some(l) => {
                 self.claimed.insert(l.clone());
                 self.ready.push_back((Some(l), job));
@@ -136,7 +138,9 @@ pub async fn run_dispatcher(
     let received = metrics::counter!(telemetry::EVENTS_RECEIVED, "pipeline" => pipeline.clone(), "trigger" => trigger);
     loop {
         while running.len() < st.limits.max_jobs {
-            let Some((lane, job)) = st.ready.pop_front() else { break };
+            let Some((lane, job)) = st.ready.pop_front() else {
+                break;
+            };
             let d = delivery.clone();
             running.push(async move {
                 let n = job.len();

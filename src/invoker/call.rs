@@ -124,7 +124,9 @@ impl FunctionCall {
                 }
                 r.body(e.data.clone())
             }
-            Format::Cloudevents | Format::CloudeventsStructured if events.len() > 1 || inv.batch => {
+            Format::Cloudevents | Format::CloudeventsStructured
+                if events.len() > 1 || inv.batch =>
+            {
                 let body: Vec<_> = events.iter().map(to_json).collect();
                 self.client
                     .post(self.base_url.clone())
@@ -204,12 +206,19 @@ async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Bytes, 
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 if buf.len() + chunk.len() > max {
-                    return Err(InvokeError::Refused(format!("reply larger than max_reply ({max} bytes)")));
+                    return Err(InvokeError::Refused(format!(
+                        "reply larger than max_reply ({max} bytes)"
+                    )));
                 }
                 buf.extend_from_slice(&chunk);
             }
             Ok(None) => return Ok(buf.freeze()),
-            Err(e) => return Err(InvokeError::Connect(format!("reading the reply: {}", error_chain(&e)))),
+            Err(e) => {
+                return Err(InvokeError::Connect(format!(
+                    "reading the reply: {}",
+                    error_chain(&e)
+                )))
+            }
         }
     }
 }
@@ -225,21 +234,33 @@ pub fn parse_retry_after(v: &str) -> Option<Duration> {
     Some(delta.to_std().unwrap_or_default())
 }
 
-fn decode_cloudevents(body: Bytes, content_type: Option<String>, headers: &HeaderMap) -> Result<Answer, InvokeError> {
+fn decode_cloudevents(
+    body: Bytes,
+    content_type: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Answer, InvokeError> {
     let reply = Reply {
         body: body.clone(),
         content_type: content_type.clone(),
     };
     if body.is_empty() {
-        return Ok(Answer { values: Vec::new(), reply });
+        return Ok(Answer {
+            values: Vec::new(),
+            reply,
+        });
     }
-    let essence = content_type
-        .as_deref()
-        .map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    let essence = content_type.as_deref().map(|c| {
+        c.split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+    });
     let values = match essence.as_deref() {
         Some("application/cloudevents+json") => {
-            let v: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| InvokeError::BadReply(format!("invalid structured CloudEvent: {e}")))?;
+            let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+                InvokeError::BadReply(format!("invalid structured CloudEvent: {e}"))
+            })?;
             vec![structured_value(&v)?]
         }
         Some("application/cloudevents-batch+json") => {
@@ -248,7 +269,12 @@ fn decode_cloudevents(body: Bytes, content_type: Option<String>, headers: &Heade
             v.iter().map(structured_value).collect::<Result<_, _>>()?
         }
         _ => {
-            let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let header = |n: &str| {
+                headers
+                    .get(n)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
             let mut value = Value::new(Target::All, body, content_type);
             value.ty = header("ce-type");
             value.subject = header("ce-subject");
@@ -274,7 +300,9 @@ fn structured_value(v: &serde_json::Value) -> Result<Value, InvokeError> {
     } else {
         match obj.get("data") {
             None | Some(serde_json::Value::Null) => (Bytes::new(), content_type),
-            Some(serde_json::Value::String(s)) if !content_type.as_deref().is_some_and(is_json_media_type) => {
+            Some(serde_json::Value::String(s))
+                if !content_type.as_deref().is_some_and(is_json_media_type) =>
+            {
                 (Bytes::from(s.clone()), content_type)
             }
             Some(other) => (
@@ -285,7 +313,10 @@ fn structured_value(v: &serde_json::Value) -> Result<Value, InvokeError> {
     };
     let mut value = Value::new(Target::All, data, ct);
     value.ty = obj.get("type").and_then(|v| v.as_str()).map(str::to_string);
-    value.subject = obj.get("subject").and_then(|v| v.as_str()).map(str::to_string);
+    value.subject = obj
+        .get("subject")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     Ok(value)
 }
 
@@ -299,7 +330,9 @@ fn azure_data(e: &Event) -> serde_json::Value {
         }
         match std::str::from_utf8(&e.data) {
             Ok(s) => s.into(),
-            Err(_) => base64::engine::general_purpose::STANDARD.encode(&e.data).into(),
+            Err(_) => base64::engine::general_purpose::STANDARD
+                .encode(&e.data)
+                .into(),
         }
     };
     if e.ty == "switchyard.http.request" {
@@ -310,7 +343,9 @@ fn azure_data(e: &Event) -> serde_json::Value {
             "Body".into(),
             match std::str::from_utf8(&e.data) {
                 Ok(s) => s.into(),
-                Err(_) => base64::engine::general_purpose::STANDARD.encode(&e.data).into(),
+                Err(_) => base64::engine::general_purpose::STANDARD
+                    .encode(&e.data)
+                    .into(),
             },
         );
         return serde_json::Value::Object(req);
@@ -354,9 +389,9 @@ fn decode_azure(body: &[u8], outputs: &[String], pipeline: &str) -> Result<Answe
     }
     let v: serde_json::Value = serde_json::from_slice(body)
         .map_err(|e| InvokeError::BadReply(format!("azure-functions answer is not JSON: {e}")))?;
-    let obj = v
-        .as_object()
-        .ok_or_else(|| InvokeError::BadReply("azure-functions answer is not a JSON object".into()))?;
+    let obj = v.as_object().ok_or_else(|| {
+        InvokeError::BadReply("azure-functions answer is not a JSON object".into())
+    })?;
     if let Some(logs) = obj.get("Logs").and_then(|l| l.as_array()) {
         for line in logs {
             match line.as_str() {
@@ -411,16 +446,27 @@ mod tests {
         )
         .unwrap();
         assert_eq!(a.values.len(), 2);
-        let a_val = a.values.iter().find(|v| v.target == Target::Named("a".into())).unwrap();
+        let a_val = a
+            .values
+            .iter()
+            .find(|v| v.target == Target::Named("a".into()))
+            .unwrap();
         assert_eq!(&a_val.data[..], br#"{"x":1}"#);
-        let b_val = a.values.iter().find(|v| v.target == Target::Named("b".into())).unwrap();
+        let b_val = a
+            .values
+            .iter()
+            .find(|v| v.target == Target::Named("b".into()))
+            .unwrap();
         assert_eq!(&b_val.data[..], b"text");
     }
 
     #[test]
     fn azure_garbage_and_unknown_outputs() {
         let outputs: Vec<String> = vec!["a".into()];
-        assert!(matches!(decode_azure(b"<html>", &outputs, "p"), Err(InvokeError::BadReply(_))));
+        assert!(matches!(
+            decode_azure(b"<html>", &outputs, "p"),
+            Err(InvokeError::BadReply(_))
+        ));
         assert!(matches!(
             decode_azure(br#"{"Outputs":{"zzz":1}}"#, &outputs, "p"),
             Err(InvokeError::Refused(_))
@@ -433,7 +479,12 @@ mod tests {
     #[test]
     fn structured_reply_keeps_type_and_data() {
         let body = Bytes::from_static(br#"{"specversion":"1.0","id":"1","source":"f","type":"order.done","subject":"o-1","datacontenttype":"application/json","data":{"n":1}}"#);
-        let a = decode_cloudevents(body, Some("application/cloudevents+json".into()), &HeaderMap::new()).unwrap();
+        let a = decode_cloudevents(
+            body,
+            Some("application/cloudevents+json".into()),
+            &HeaderMap::new(),
+        )
+        .unwrap();
         assert_eq!(a.values[0].ty.as_deref(), Some("order.done"));
         assert_eq!(&a.values[0].data[..], br#"{"n":1}"#);
     }
@@ -441,7 +492,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("3"), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

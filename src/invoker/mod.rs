@@ -173,7 +173,10 @@ pub fn with_retry(svc: FunctionService, policy: retry::RetryPolicy) -> FunctionS
 /// Encode a JSON value returned by a function as output bytes: strings as text, the rest as JSON.
 pub fn json_value_bytes(v: &serde_json::Value) -> (Bytes, Option<String>) {
     match v {
-        serde_json::Value::String(s) => (Bytes::from(s.clone()), Some("text/plain; charset=utf-8".into())),
+        serde_json::Value::String(s) => (
+            Bytes::from(s.clone()),
+            Some("text/plain; charset=utf-8".into()),
+        ),
         other => (
             Bytes::from(serde_json::to_vec(other).expect("json")),
             Some("application/json".into()),

@@ -20,9 +20,7 @@ pub fn delay(cfg: &RetryConfig, attempt: u32, retry_after: Option<Duration>) -> 
         Backoff::Fixed => initial,
         Backoff::Exponential => {
             let exp = attempt.saturating_sub(1).min(31);
-            let cap = initial
-                .saturating_mul(1u32 << exp)
-                .min(cfg.max_delay.get());
+            let cap = initial.saturating_mul(1u32 << exp).min(cfg.max_delay.get());
             // Full jitter: anywhere between zero and the cap.
             let nanos = u64::try_from(cap.as_nanos()).unwrap_or(u64::MAX);
             Duration::from_nanos(rand::rng().random_range(0..=nanos))
@@ -103,7 +101,10 @@ mod tests {
     #[test]
     fn retry_after_wins_and_fixed_is_fixed() {
         let mut cfg = RetryConfig::default();
-        assert_eq!(delay(&cfg, 1, Some(Duration::from_secs(3))), Duration::from_secs(3));
+        assert_eq!(
+            delay(&cfg, 1, Some(Duration::from_secs(3))),
+            Duration::from_secs(3)
+        );
         cfg.backoff = Backoff::Fixed;
         assert_eq!(delay(&cfg, 4, None), cfg.initial_delay.get());
     }

@@ -27,7 +27,9 @@ pub struct Supervisor {
 
 /// Pick a free port on loopback.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl Supervisor {
@@ -73,8 +75,20 @@ impl Supervisor {
         }
         let mut child = cmd.spawn()?;
         for (stream, is_err) in [
-            (child.stdout.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), false),
-            (child.stderr.take().map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>), true),
+            (
+                child
+                    .stdout
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                false,
+            ),
+            (
+                child
+                    .stderr
+                    .take()
+                    .map(|s| Box::new(s) as Box<dyn tokio::io::AsyncRead + Unpin + Send>),
+                true,
+            ),
         ] {
             if let Some(stream) = stream {
                 let name = self.name.clone();
@@ -116,7 +130,8 @@ impl Supervisor {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(function = %self.name, program = %self.command[0], error = %e, "cannot start function");
-                    self.health.not_ready(format!("cannot start {}: {e}", self.command[0]));
+                    self.health
+                        .not_ready(format!("cannot start {}: {e}", self.command[0]));
                     tokio::select! {
                         _ = shutdown.cancelled() => return,
                         _ = tokio::time::sleep(backoff) => {}
@@ -165,7 +180,10 @@ async fn stop(child: &mut Child, name: &str) {
         unsafe {
             libc::kill(pid as libc::pid_t, libc::SIGTERM);
         }
-        if tokio::time::timeout(Duration::from_secs(5), child.wait()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(5), child.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(function = %name, pid, "function ignored SIGTERM; killing it");
             let _ = child.kill().await;
         }

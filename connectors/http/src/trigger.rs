@@ -36,7 +36,10 @@ impl HttpTriggerConfig {
                 ));
             }
             if header::HeaderName::from_bytes(h.header.as_bytes()).is_err() {
-                return Err(BuildError::invalid("hmac.header", "not a valid header name"));
+                return Err(BuildError::invalid(
+                    "hmac.header",
+                    "not a valid header name",
+                ));
             }
         }
         let methods = self
@@ -71,11 +74,7 @@ fn refuse(pipeline: &str, status: StatusCode, reason: &'static str) -> Response 
     metrics::counter!(REJECTED, "pipeline" => pipeline.to_string(), "reason" => reason)
         .increment(1);
     tracing::debug!(pipeline, reason, "http trigger refused a request");
-    (
-        status,
-        axum::Json(serde_json::json!({ "error": reason })),
-    )
-        .into_response()
+    (status, axum::Json(serde_json::json!({ "error": reason }))).into_response()
 }
 
 async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
@@ -84,7 +83,11 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         return refuse(pipeline, StatusCode::SERVICE_UNAVAILABLE, "draining");
     }
     if !s.methods.contains(req.method()) {
-        return refuse(pipeline, StatusCode::METHOD_NOT_ALLOWED, "method not allowed");
+        return refuse(
+            pipeline,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed",
+        );
     }
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, s.cx.max_body).await {
@@ -92,18 +95,34 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         Err(_) => return refuse(pipeline, StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
     };
     if let Some(h) = &s.config.hmac {
-        let Some(sig) = parts.headers.get(h.header.as_str()).and_then(|v| v.to_str().ok()) else {
+        let Some(sig) = parts
+            .headers
+            .get(h.header.as_str())
+            .and_then(|v| v.to_str().ok())
+        else {
             return refuse(pipeline, StatusCode::UNAUTHORIZED, "missing signature");
         };
         if verify_hmac_sha256(h.secret.expose().as_bytes(), &body, sig, &h.prefix).is_err() {
             return refuse(pipeline, StatusCode::UNAUTHORIZED, "bad signature");
         }
     }
-    let event = to_event(pipeline, &s.config.path, &parts.method, &parts.uri, &parts.headers, body);
+    let event = to_event(
+        pipeline,
+        &s.config.path,
+        &parts.method,
+        &parts.uri,
+        &parts.headers,
+        body,
+    );
     match s.config.response {
         ResponseMode::Accepted => {
             let id = event.id.clone();
-            if s.cx.events.send(TriggerEvent::new(event, Ack::none())).await.is_err() {
+            if s.cx
+                .events
+                .send(TriggerEvent::new(event, Ack::none()))
+                .await
+                .is_err()
+            {
                 return refuse(pipeline, StatusCode::SERVICE_UNAVAILABLE, "draining");
             }
             (
@@ -114,7 +133,12 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         }
         ResponseMode::Sync => {
             let (ack, rx) = Ack::channel();
-            if s.cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
+            if s.cx
+                .events
+                .send(TriggerEvent::new(event, ack))
+                .await
+                .is_err()
+            {
                 return refuse(pipeline, StatusCode::SERVICE_UNAVAILABLE, "draining");
             }
             match rx.await.unwrap_or(EventStatus::Abandoned) {
@@ -156,7 +180,7 @@ fn to_event(
         .map(str::to_string);
     let mut event = Event::new(
         uuid::Uuid::new_v4().to_string(),
-        Event::source_for(pipeline, "http", path),
+        Event::source_for(pipeline, "http", path.trim_start_matches('/')),
         "switchyard.http.request",
     )
     .with_data(body, content_type);
@@ -180,7 +204,9 @@ fn to_event(
             (k.to_string(), serde_json::Value::from(v))
         })
         .collect();
-    event.metadata.insert("Method".into(), method.as_str().into());
+    event
+        .metadata
+        .insert("Method".into(), method.as_str().into());
     event.metadata.insert("Url".into(), uri.to_string().into());
     event.metadata.insert("Headers".into(), hdrs.into());
     event.metadata.insert("Query".into(), query.into());

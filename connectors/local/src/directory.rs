@@ -114,14 +114,19 @@ async fn scan(
                 let Ok(name) = entry.file_name().into_string() else {
                     continue;
                 };
-                let is_file = entry.file_type().await.map(|t| t.is_file()).unwrap_or(false);
+                let is_file = entry
+                    .file_type()
+                    .await
+                    .map(|t| t.is_file())
+                    .unwrap_or(false);
                 if is_file && !name.starts_with('.') && wildcard_match(&config.pattern, &name) {
                     names.push(name);
                 }
             }
         }
         Err(e) => {
-            cx.health.not_ready(format!("cannot read {}: {e}", config.path.display()));
+            cx.health
+                .not_ready(format!("cannot read {}: {e}", config.path.display()));
             return Ok(());
         }
     }
@@ -165,7 +170,11 @@ async fn scan(
         }
         let mut event = Event::new(
             name.clone(),
-            Event::source_for(&cx.pipeline, "directory", &config.path.display().to_string()),
+            Event::source_for(
+                &cx.pipeline,
+                "directory",
+                &config.path.display().to_string(),
+            ),
             "switchyard.directory.created",
         )
         .with_data(data, content_type);
@@ -217,15 +226,14 @@ pub struct DirectoryOutput {
 impl DirectoryOutputConfig {
     /// Build the output.
     pub fn build(&self) -> Result<DirectoryOutput, BuildError> {
-        let fixed: PathBuf = self
-            .path
-            .as_str()
-            .split('{')
-            .next()
-            .unwrap_or("")
-            .into();
-        if fixed.components().any(|c| c == Component::ParentDir) && self.path.as_str().contains("..{") {
-            return Err(BuildError::invalid("path", "a placeholder may not follow '..'"));
+        let fixed: PathBuf = self.path.as_str().split('{').next().unwrap_or("").into();
+        if fixed.components().any(|c| c == Component::ParentDir)
+            && self.path.as_str().contains("..{")
+        {
+            return Err(BuildError::invalid(
+                "path",
+                "a placeholder may not follow '..'",
+            ));
         }
         Ok(DirectoryOutput {
             path: self.path.clone(),
@@ -280,7 +288,11 @@ impl Output for DirectoryOutput {
 fn uuid_like() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    format!("{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 #[cfg(test)]
@@ -314,7 +326,10 @@ mod tests {
         }
         .build()
         .unwrap();
-        let err = out.write(&Record::new("p", bytes::Bytes::new())).await.unwrap_err();
+        let err = out
+            .write(&Record::new("p", bytes::Bytes::new()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, OutputError::Io { .. }), "{err}");
     }
 }

@@ -89,7 +89,11 @@ impl Drop for Ack {
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_some() { "Ack(pending)" } else { "Ack(done)" })
+        f.write_str(if self.0.is_some() {
+            "Ack(pending)"
+        } else {
+            "Ack(done)"
+        })
     }
 }
 

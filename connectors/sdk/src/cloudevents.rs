@@ -112,7 +112,9 @@ pub fn validate_json(v: &serde_json::Value) -> Vec<String> {
     }
     for k in obj.keys() {
         if k != "data_base64" && !crate::event::is_valid_attribute_name(k) {
-            problems.push(format!("attribute name {k:?} is not lower-case letters and digits"));
+            problems.push(format!(
+                "attribute name {k:?} is not lower-case letters and digits"
+            ));
         }
     }
     if obj.contains_key("data") && obj.contains_key("data_base64") {

@@ -124,7 +124,12 @@ pub fn is_valid_attribute_name(name: &str) -> bool {
 
 /// Whether a media type is JSON (`application/json`, `text/json`, `*/*+json`).
 pub fn is_json_media_type(ct: &str) -> bool {
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
@@ -151,9 +156,16 @@ mod tests {
     #[test]
     fn extension_names_are_normalized() {
         let mut e = Event::new("1", "s", "t");
-        assert_eq!(e.set_extension("Kafka-Partition", "3").as_deref(), Some("kafkapartition"));
+        assert_eq!(
+            e.set_extension("Kafka-Partition", "3").as_deref(),
+            Some("kafkapartition")
+        );
         assert_eq!(e.set_extension("---", "x"), None);
-        assert_eq!(e.set_extension("ID", "x"), None, "reserved names are refused");
+        assert_eq!(
+            e.set_extension("ID", "x"),
+            None,
+            "reserved names are refused"
+        );
         e.set_extension("bad", "line\r\nbreak");
         assert_eq!(e.extensions["bad"], "linebreak");
         assert!(is_valid_attribute_name("kafkaoffset"));

@@ -51,8 +51,13 @@ mod tests {
     fn github_style_signature() {
         // Known answer from GitHub's webhook documentation.
         let sig = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
-        verify_hmac_sha256(b"It's a Secret to Everybody", b"Hello, World!", sig, "sha256=")
-            .unwrap();
+        verify_hmac_sha256(
+            b"It's a Secret to Everybody",
+            b"Hello, World!",
+            sig,
+            "sha256=",
+        )
+        .unwrap();
         assert_eq!(
             verify_hmac_sha256(b"other", b"Hello, World!", sig, "sha256="),
             Err(SignatureError::Mismatch)

@@ -175,7 +175,10 @@ mod tests {
             t.render_path(&record()),
             "out/orders/.._.._etc_passwd-topic_0_42.json"
         );
-        assert_eq!(t.render(&record()), "out/orders/../../etc/passwd-topic/0/42.json");
+        assert_eq!(
+            t.render(&record()),
+            "out/orders/../../etc/passwd-topic/0/42.json"
+        );
     }
 
     #[test]

@@ -38,7 +38,8 @@ pub fn parse_schedule(s: &str) -> Result<Cron, String> {
 impl TimerTriggerConfig {
     /// Build the trigger task.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
-        let cron = parse_schedule(&self.schedule).map_err(|m| BuildError::invalid("schedule", m))?;
+        let cron =
+            parse_schedule(&self.schedule).map_err(|m| BuildError::invalid("schedule", m))?;
         let run_on_startup = self.run_on_startup;
         let schedule = self.schedule.clone();
         Ok(Trigger::task(Box::pin(async move {
@@ -51,7 +52,9 @@ impl TimerTriggerConfig {
                 let now = Utc::now();
                 let next = match cron.find_next_occurrence(&now, false) {
                     Ok(n) => n,
-                    Err(e) => return Err(format!("schedule {schedule:?} has no next time: {e}").into()),
+                    Err(e) => {
+                        return Err(format!("schedule {schedule:?} has no next time: {e}").into())
+                    }
                 };
                 let wait = (next - now).to_std().unwrap_or_default();
                 tokio::select! {

@@ -1,0 +1,106 @@
+//! The command line: validate, schema, exit codes.
+
+mod common;
+
+use std::process::Command;
+
+fn switchyard(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn validate_accepts_the_demo_config() {
+    let demo = format!("{}/config/switchyard.yaml", env!("CARGO_MANIFEST_DIR"));
+    let out = switchyard(&["validate", "-c", &demo]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn invalid_config_exits_2_naming_file_line_column_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "functions:\n  f: { url: \"http://127.0.0.1:1\" }\npipelines:\n  p:\n    trigger: { type: timer, schedule: \"* * * * * *\", every: 5 }\n    function: f\n",
+    )
+    .unwrap();
+    for cmd in ["validate", "run"] {
+        let out = switchyard(&[cmd, "-c", path.to_str().unwrap()]);
+        assert_eq!(out.status.code(), Some(2), "{cmd}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        let expected = format!(
+            "{}:5:54: pipelines.p.trigger.every: unknown field `every`",
+            path.display()
+        );
+        assert!(err.contains(&expected), "{cmd}: {err}");
+    }
+}
+
+#[test]
+fn every_semantic_problem_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "functions:\n  f: { url: \"http://127.0.0.1:1\", concurrency: 0 }\npipelines:\n  p:\n    trigger: { type: http, path: /x }\n    function: g\n",
+    )
+    .unwrap();
+    let out = switchyard(&["validate", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":2:"), "{err}");
+    assert!(
+        err.contains("functions.f.concurrency: must be at least 1"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":6:5: pipelines.p.function: no function named \"g\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn secrets_from_env_never_appear_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "functions:\n  f: { url: \"http://127.0.0.1:1\", headers: { Authorization: \"Bearer ${TOKEN}\" } }\npipelines:\n  p:\n    trigger: { type: http, path: /x }\n    function: f\n    retry: { max_attempts: lots }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["validate", "-c", path.to_str().unwrap()])
+        .env("TOKEN", "sup3r-s3cret-value")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("pipelines.p.retry.max_attempts"), "{err}");
+    assert!(!err.contains("sup3r"), "{err}");
+}
+
+#[test]
+fn schema_is_json_with_field_docs() {
+    let out = switchyard(&["schema"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let text = v.to_string();
+    assert!(
+        text.contains("In-flight invocations to this function"),
+        "field docs become descriptions"
+    );
+    assert!(text.contains("\"timer\"") && text.contains("\"directory\""));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    assert_eq!(switchyard(&["frobnicate"]).status.code(), Some(2));
+    assert!(switchyard(&["--version"]).status.success());
+}

@@ -1,0 +1,237 @@
+//! End-to-end harness: runs the real switchyard binary with a real Python function process.
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// The test function (Python standard library only).
+pub fn testfn() -> String {
+    format!("{}/tests/functions/testfn.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running gateway in its own temporary folder.
+pub struct Gateway {
+    pub child: Option<Child>,
+    pub admin: u16,
+    pub ingress: u16,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub client: reqwest::Client,
+}
+
+impl Gateway {
+    /// Write `yaml` (with `{dir}`, `{admin}`, `{ingress}`, `{testfn}` filled in) and start the
+    /// gateway on it; returns once `/readyz` says ready.
+    pub async fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let g = Self::spawn_in(dir, yaml);
+        g.wait_ready().await;
+        g
+    }
+
+    pub fn spawn_in(dir: tempfile::TempDir, yaml: &str) -> Gateway {
+        let admin = free_port();
+        let ingress = free_port();
+        let text = yaml
+            .replace("{dir}", &dir.path().display().to_string())
+            .replace("{admin}", &admin.to_string())
+            .replace("{ingress}", &ingress.to_string())
+            .replace("{testfn}", &testfn());
+        let header = format!(
+            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\ningress: {{ listen: \"127.0.0.1:{ingress}\", max_body: 64KiB }}\n"
+        );
+        let config = dir.path().join("switchyard.yaml");
+        std::fs::write(&config, format!("{header}{text}")).unwrap();
+        let mut g = Gateway {
+            child: None,
+            admin,
+            ingress,
+            dir,
+            config,
+            client: reqwest::Client::new(),
+        };
+        g.spawn();
+        g
+    }
+
+    /// Start (or start again) the binary on the same config, ports and folder.
+    pub fn spawn(&mut self) {
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("gateway.log"))
+            .unwrap();
+        let stdout = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.path("stdout.jsonl"))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+            .args(["run", "-c"])
+            .arg(&self.config)
+            .env("TESTFN_LOG", self.path("function.jsonl"))
+            .env("RUST_LOG", "info,switchyard=debug")
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn admin_url(&self, p: &str) -> String {
+        format!("http://127.0.0.1:{}{p}", self.admin)
+    }
+
+    pub fn ingress_url(&self, p: &str) -> String {
+        format!("http://127.0.0.1:{}{p}", self.ingress)
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.path("gateway.log")).unwrap_or_default()
+    }
+
+    /// POST a body to the ingress; returns (status, body).
+    pub async fn post(&self, path: &str, body: impl Into<reqwest::Body>) -> (u16, String) {
+        let r = self
+            .client
+            .post(self.ingress_url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        (status, r.text().await.unwrap())
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.admin_url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of the first metric line that starts with `prefix` (name and labels), or 0.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        metric_value(&self.metrics().await, name, labels)
+    }
+
+    /// Send a signal and wait for the exit.
+    pub fn signal_and_wait(&mut self, sig: i32) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "gateway did not exit");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Requests the function received, in order.
+    pub fn function_log(&self) -> Vec<serde_json::Value> {
+        read_jsonl(&self.path("function.jsonl"))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
+    let mut s = String::new();
+    if let Ok(mut f) = std::fs::File::open(p) {
+        f.read_to_string(&mut s).unwrap();
+    }
+    s.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+        .collect()
+}
+
+/// Sum of the values of the metric lines named `name` whose labels include `labels`.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Wait until `f` is true, or panic with `what` after `secs`.
+pub async fn eventually<F: FnMut() -> bool>(secs: u64, what: &str, mut f: F) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Files (not folders, not dot-files) in a folder.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.is_file() && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+pub fn read_json(p: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+}

@@ -1,0 +1,542 @@
+//! End to end: the real release binary, a real Python function process, real files.
+
+mod common;
+
+use common::*;
+use futures::future::join_all;
+use std::time::Duration;
+
+const FUNCTION: &str = "
+functions:
+  f:
+    command: [python3, \"{testfn}\"]
+    timeout: 5s
+    concurrency: 8
+";
+
+fn http_pipeline(extra: &str) -> String {
+    format!(
+        "{FUNCTION}
+pipelines:
+  p:
+    trigger: {{ type: http, path: /in, response: accepted }}
+    function: f
+    retry: {{ max_attempts: 3, backoff: fixed, initial_delay: 20ms }}
+    dead_letter: {{ type: directory, path: \"{{dir}}/dead/{{id}}.json\" }}
+    outputs:
+      - name: files
+        type: directory
+        path: \"{{dir}}/out/{{id}}.json\"
+{extra}"
+    )
+}
+
+async fn send(g: &Gateway, body: serde_json::Value) -> String {
+    let (status, reply) = g.post("/in", body.to_string()).await;
+    assert_eq!(status, 202, "{reply}");
+    serde_json::from_str::<serde_json::Value>(&reply).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+fn attempts_for(g: &Gateway, id: &str) -> Vec<String> {
+    g.function_log()
+        .iter()
+        .filter(|r| r["headers"]["ce-id"] == id)
+        .map(|r| {
+            r["headers"]["ce-deliveryattempt"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn n_events_in_n_outputs_none_lost() {
+    let g = Gateway::start(&http_pipeline("")).await;
+    const N: usize = 200;
+    let sends = (0..N).map(|n| {
+        let g = &g;
+        async move { send(g, serde_json::json!({ "n": n })).await }
+    });
+    let ids = join_all(sends).await;
+    let out = g.path("out");
+    eventually(30, "all outputs written", || files_in(&out).len() == N).await;
+    let mut seen: Vec<u64> = files_in(&out)
+        .iter()
+        .map(|p| read_json(p)["n"].as_u64().unwrap())
+        .collect();
+    seen.sort();
+    assert_eq!(seen, (0..N as u64).collect::<Vec<_>>(), "every event once");
+    for id in &ids {
+        assert!(out.join(format!("{id}.json")).exists(), "output for {id}");
+    }
+    let m = g.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "switchyard_events_received_total",
+            &[("pipeline", "p"), ("trigger", "http")]
+        ),
+        N as f64
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "switchyard_invocations_total",
+            &[("outcome", "success")]
+        ),
+        N as f64
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "switchyard_outputs_total",
+            &[("output", "files"), ("outcome", "success")]
+        ),
+        N as f64
+    );
+    assert_eq!(metric_value(&m, "switchyard_dead_letters_total", &[]), 0.0);
+    // Connections to the function are reused: far fewer client ports than calls.
+    let ports: std::collections::HashSet<_> = g
+        .function_log()
+        .iter()
+        .map(|r| r["port"].as_u64())
+        .collect();
+    assert!(
+        ports.len() <= 16,
+        "{} connections for {N} calls",
+        ports.len()
+    );
+}
+
+#[tokio::test]
+async fn retries_count_delivery_attempts() {
+    let g = Gateway::start(&http_pipeline("")).await;
+    let id = send(&g, serde_json::json!({ "n": 1, "fail_until": 3 })).await;
+    eventually(10, "output after retries", || {
+        g.path(&format!("out/{id}.json")).exists()
+    })
+    .await;
+    assert_eq!(attempts_for(&g, &id), ["1", "2", "3"]);
+    assert_eq!(
+        read_json(&g.path(&format!("out/{id}.json")))["attempt"],
+        "3"
+    );
+    let m = g.metrics().await;
+    assert_eq!(
+        metric_value(&m, "switchyard_invocations_total", &[("outcome", "retry")]),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "switchyard_invocations_total",
+            &[("outcome", "success")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn exhausted_retries_go_to_the_dead_letter() {
+    let g = Gateway::start(&http_pipeline("")).await;
+    let id = send(&g, serde_json::json!({ "n": 7, "fail_until": 99 })).await;
+    let dead = g.path(&format!("dead/{id}.json"));
+    eventually(10, "dead letter", || dead.exists()).await;
+    let v = read_json(&dead);
+    assert_eq!(v["switchyarderrorcode"], "503");
+    assert_eq!(v["switchyardattempts"], "3");
+    assert_eq!(v["data"]["n"], 7, "original data kept");
+    assert!(switchyard_sdk::cloudevents::validate_json(&v).is_empty());
+    assert_eq!(attempts_for(&g, &id), ["1", "2", "3"]);
+    assert!(files_in(&g.path("out")).is_empty());
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let g = Gateway::start(&http_pipeline("")).await;
+    let id = send(&g, serde_json::json!({ "n": 1, "retry_after": 2 })).await;
+    eventually(10, "output", || g.path(&format!("out/{id}.json")).exists()).await;
+    let times: Vec<f64> = g
+        .function_log()
+        .iter()
+        .filter(|r| r["headers"]["ce-id"] == id.as_str())
+        .map(|r| r["t"].as_f64().unwrap())
+        .collect();
+    assert_eq!(times.len(), 2);
+    let gap = times[1] - times[0];
+    // The backoff is 20 ms; Retry-After: 2 wins.
+    assert!(gap >= 1.9, "second attempt after {gap:.3} s");
+}
+
+#[tokio::test]
+async fn poison_event_is_dead_lettered_with_error_extensions() {
+    let g = Gateway::start(&http_pipeline("")).await;
+    let id = send(&g, serde_json::json!({ "n": 5, "status": 400 })).await;
+    let dead = g.path(&format!("dead/{id}.json"));
+    eventually(10, "dead letter", || dead.exists()).await;
+    let v = read_json(&dead);
+    assert_eq!(v["id"], id.as_str());
+    assert_eq!(v["switchyarderrorcode"], "400");
+    assert_eq!(v["switchyardattempts"], "1", "400 is not retried");
+    assert!(v["switchyarderror"].as_str().unwrap().contains("400"));
+    assert_eq!(v["data"], serde_json::json!({ "n": 5, "status": 400 }));
+    assert_eq!(attempts_for(&g, &id), ["1"]);
+    assert_eq!(
+        g.metric("switchyard_dead_letters_total", &[("pipeline", "p")])
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn binary_mode_cloudevents_are_valid() {
+    let g = Gateway::start(&http_pipeline("")).await;
+    let id = send(&g, serde_json::json!({ "n": 1 })).await;
+    eventually(10, "output", || g.path(&format!("out/{id}.json")).exists()).await;
+    let req = &g.function_log()[0];
+    let h = req["headers"].as_object().unwrap();
+    assert_eq!(h["ce-specversion"], "1.0");
+    assert_eq!(h["ce-id"], id.as_str());
+    assert_eq!(h["ce-source"], "switchyard/p/http/in");
+    assert_eq!(h["ce-type"], "switchyard.http.request");
+    assert!(chrono::DateTime::parse_from_rfc3339(h["ce-time"].as_str().unwrap()).is_ok());
+    assert_eq!(h["content-type"], "application/json");
+    for name in h.keys().filter_map(|k| k.strip_prefix("ce-")) {
+        assert!(
+            switchyard_sdk::event::is_valid_attribute_name(name),
+            "bad attribute name {name}"
+        );
+    }
+    let tp = h["traceparent"].as_str().unwrap();
+    assert_eq!(h["ce-traceparent"].as_str(), Some(tp));
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!(
+        (parts[0], parts[1].len(), parts[2].len(), parts[3]),
+        ("00", 32, 16, "01")
+    );
+}
+
+#[tokio::test]
+async fn structured_and_batch_modes() {
+    let yaml = http_pipeline("")
+        .replace(
+            "timeout: 5s",
+            "timeout: 5s\n    format: cloudevents-structured",
+        )
+        .replace(
+            "function: f\n",
+            "function: f\n    batch: { max_events: 4, max_wait: 300ms }\n",
+        );
+    let g = Gateway::start(&yaml).await;
+    for n in 0..4 {
+        send(&g, serde_json::json!({ "n": n })).await;
+    }
+    eventually(10, "a batch call", || !g.function_log().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let log = g.function_log();
+    assert_eq!(log.len(), 1, "four events, one invocation");
+    assert_eq!(
+        log[0]["headers"]["content-type"],
+        "application/cloudevents-batch+json"
+    );
+    let batch: Vec<serde_json::Value> =
+        serde_json::from_str(log[0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(batch.len(), 4);
+    for e in &batch {
+        assert!(
+            switchyard_sdk::cloudevents::validate_json(e).is_empty(),
+            "{e}"
+        );
+        assert_eq!(e["deliveryattempt"], "1");
+    }
+}
+
+#[tokio::test]
+async fn azure_functions_outputs_are_routed_by_name() {
+    let yaml = format!(
+        "{}
+pipelines:
+  p:
+    trigger: {{ type: http, path: /in, response: sync }}
+    function: f
+    outputs:
+      - {{ name: a, type: directory, path: \"{{dir}}/a/{{id}}.json\" }}
+      - {{ name: b, type: directory, path: \"{{dir}}/b/{{id}}.txt\" }}
+      - {{ name: $return, type: directory, path: \"{{dir}}/r/{{id}}.json\" }}
+",
+        FUNCTION.replace("timeout: 5s", "timeout: 5s\n    format: azure-functions")
+    );
+    let g = Gateway::start(&yaml).await;
+    let (status, reply) = g.post("/in", r#"{"n": 42}"#).await;
+    assert_eq!(status, 200, "{reply}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&reply).unwrap()["to"],
+        "return"
+    );
+    let a = files_in(&g.path("a"));
+    let b = files_in(&g.path("b"));
+    let r = files_in(&g.path("r"));
+    assert_eq!((a.len(), b.len(), r.len()), (1, 1, 1));
+    assert_eq!(read_json(&a[0]), serde_json::json!({ "n": 42, "to": "a" }));
+    assert_eq!(std::fs::read_to_string(&b[0]).unwrap(), "text 42");
+    assert_eq!(read_json(&r[0])["to"], "return");
+    let req = &g.function_log()[0];
+    assert_eq!(req["path"], "/p");
+    let body: serde_json::Value = serde_json::from_str(req["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["Data"]["trigger"]["Method"], "POST");
+    assert_eq!(body["Metadata"]["sys"]["MethodName"], "p");
+    assert!(g.log().contains("handled n=42"), "function Logs are logged");
+}
+
+#[tokio::test]
+async fn garbage_answers_are_retried_then_dead_lettered() {
+    let yaml = http_pipeline("").replace("timeout: 5s", "timeout: 5s\n    format: azure-functions");
+    let g = Gateway::start(&yaml).await;
+    let id = send(&g, serde_json::json!({ "n": 3, "garbage": true })).await;
+    let dead = g.path(&format!("dead/{id}.json"));
+    eventually(10, "dead letter", || dead.exists()).await;
+    let v = read_json(&dead);
+    assert_eq!(v["switchyarderrorcode"], "bad_reply");
+    assert_eq!(v["switchyardattempts"], "3");
+    assert_eq!(g.function_log().len(), 3);
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_events_and_exits_zero() {
+    let mut g = Gateway::start(&http_pipeline("")).await;
+    const N: usize = 24;
+    for n in 0..N {
+        send(&g, serde_json::json!({ "n": n, "sleep_ms": 250 })).await;
+    }
+    // 24 events at 250 ms with 8 at a time: about 750 ms of work is in flight now.
+    let status = g.signal_and_wait(libc::SIGTERM);
+    assert_eq!(status.code(), Some(0), "log:\n{}", g.log());
+    assert_eq!(
+        files_in(&g.path("out")).len(),
+        N,
+        "every accepted event finished before exit"
+    );
+    assert!(g.log().contains("draining"));
+    assert_eq!(g.function_log().len(), N, "nothing delivered twice");
+}
+
+#[tokio::test]
+async fn directory_trigger_moves_files_once_and_restart_repeats_nothing() {
+    let yaml = format!(
+        "{FUNCTION}
+pipelines:
+  files:
+    trigger: {{ type: directory, path: \"{{dir}}/inbox\", pattern: \"*.json\", poll_interval: 50ms }}
+    function: f
+    outputs:
+      - {{ name: out, type: directory, path: \"{{dir}}/out/{{id}}\" }}
+"
+    );
+    let mut g = Gateway::start(&yaml).await;
+    for n in 0..10 {
+        std::fs::write(
+            g.path(&format!("inbox/{n}.json")),
+            format!("{{\"n\": {n}, \"sleep_ms\": 50}}"),
+        )
+        .unwrap();
+    }
+    std::fs::write(g.path("inbox/skip.txt"), "not matched").unwrap();
+    let out = g.path("out");
+    eventually(20, "ten outputs", || files_in(&out).len() == 10).await;
+    eventually(5, "inputs moved to .done", || {
+        files_in(&g.path("inbox/.done")).len() == 10
+    })
+    .await;
+    assert_eq!(g.signal_and_wait(libc::SIGTERM).code(), Some(0));
+    let calls = g.function_log().len();
+    assert_eq!(calls, 10);
+    // A restart after a clean drain delivers nothing again.
+    g.spawn();
+    g.wait_ready().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(g.function_log().len(), calls, "no duplicates after restart");
+    assert_eq!(files_in(&g.path("inbox")), vec![g.path("inbox/skip.txt")]);
+}
+
+#[tokio::test]
+async fn a_function_that_dies_mid_run_is_restarted_and_nothing_is_lost() {
+    // A restart takes a few hundred milliseconds: a realistic backoff covers it.
+    let yaml = http_pipeline("").replace(
+        "max_attempts: 3, backoff: fixed, initial_delay: 20ms",
+        "max_attempts: 8, backoff: exponential, initial_delay: 200ms, max_delay: 2s",
+    );
+    let g = Gateway::start(&yaml).await;
+    let marker = g.path("crashed");
+    const N: usize = 30;
+    for n in 0..N {
+        let mut ev = serde_json::json!({ "n": n, "sleep_ms": 20 });
+        if n == 10 {
+            ev["crash_marker"] = marker.display().to_string().into();
+        }
+        send(&g, ev).await;
+    }
+    let out = g.path("out");
+    let done = tokio::time::timeout(Duration::from_secs(30), async {
+        while files_in(&out).len() < N {
+            tokio::time::sleep(Duration::from_millis(50)).await
+        }
+    })
+    .await;
+    assert!(
+        done.is_ok(),
+        "{} of {N} outputs; log:\n{}",
+        files_in(&out).len(),
+        g.log()
+    );
+    assert!(marker.exists(), "the function did crash");
+    let pids: std::collections::HashSet<_> =
+        g.function_log().iter().map(|r| r["pid"].as_u64()).collect();
+    assert!(pids.len() >= 2, "a new process served after the crash");
+    assert!(
+        g.metric("switchyard_function_restarts_total", &[("function", "f")])
+            .await
+            >= 1.0
+    );
+    assert!(files_in(&g.path("dead")).is_empty());
+}
+
+#[tokio::test]
+async fn http_trigger_refuses_bad_requests_and_counts_them() {
+    let yaml = format!(
+        "{FUNCTION}
+pipelines:
+  p:
+    trigger:
+      type: http
+      path: /in
+      hmac: {{ secret: \"It's a Secret to Everybody\", header: X-Hub-Signature-256 }}
+    function: f
+    outputs:
+      - {{ name: out, type: stdout }}
+"
+    );
+    let g = Gateway::start(&yaml).await;
+    // Too large: the ingress allows 64 KiB.
+    let (status, _) = g.post("/in", vec![b'x'; 100 * 1024]).await;
+    assert_eq!(status, 413);
+    // No signature, then a wrong one.
+    assert_eq!(g.post("/in", "Hello, World!").await.0, 401);
+    let r = g
+        .client
+        .post(g.ingress_url("/in"))
+        .header("X-Hub-Signature-256", "sha256=0000")
+        .body("Hello, World!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    // GitHub's documented example signature is accepted and answered synchronously.
+    let r = g
+        .client
+        .post(g.ingress_url("/in"))
+        .header(
+            "X-Hub-Signature-256",
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+        )
+        .body("Hello, World!")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = g.metrics().await;
+    assert_eq!(
+        metric_value(
+            &m,
+            "switchyard_http_requests_rejected_total",
+            &[("reason", "body too large")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "switchyard_http_requests_rejected_total",
+            &[("reason", "bad signature")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_value(
+            &m,
+            "switchyard_http_requests_rejected_total",
+            &[("reason", "missing signature")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        g.function_log().len(),
+        1,
+        "refused requests never reach the function"
+    );
+    let stdout = std::fs::read_to_string(g.path("stdout.jsonl")).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "one JSON line on stdout");
+}
+
+#[tokio::test]
+async fn timer_fires_on_startup_with_the_scheduled_time_as_id() {
+    let yaml = format!(
+        "{FUNCTION}
+pipelines:
+  t:
+    trigger: {{ type: timer, schedule: \"0 0 0 1 1 *\", run_on_startup: true }}
+    function: f
+    outputs:
+      - {{ name: out, type: directory, path: \"{{dir}}/out/tick\" }}
+"
+    );
+    let g = Gateway::start(&yaml).await;
+    eventually(10, "startup tick", || g.path("out/tick").exists()).await;
+    let req = &g.function_log()[0];
+    assert_eq!(req["headers"]["ce-type"], "switchyard.timer.tick");
+    let id = req["headers"]["ce-id"].as_str().unwrap();
+    assert!(chrono::DateTime::parse_from_rfc3339(id).is_ok(), "{id}");
+}
+
+#[tokio::test]
+async fn readyz_waits_for_the_function() {
+    let yaml = format!(
+        "
+functions:
+  remote:
+    url: http://127.0.0.1:{}
+pipelines:
+  p:
+    trigger: {{ type: http, path: /in }}
+    function: remote
+    outputs:
+      - {{ name: out, type: stdout }}
+",
+        free_port()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let g = Gateway::spawn_in(dir, &yaml);
+    let mut body = serde_json::Value::Null;
+    eventually(10, "admin up", || {
+        let r = std::process::Command::new("curl")
+            .args(["-s", &g.admin_url("/readyz")])
+            .output()
+            .unwrap();
+        body = serde_json::from_slice(&r.stdout).unwrap_or_default();
+        !body.is_null()
+    })
+    .await;
+    assert_eq!(body["status"], "not ready");
+    assert!(
+        body["not_ready"]["functions.remote"]
+            .as_str()
+            .unwrap()
+            .contains("cannot connect"),
+        "{body}"
+    );
+    let r = g.client.get(g.admin_url("/healthz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
