@@ -174,3 +174,143 @@ pub async fn run_dispatcher(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::RetryConfig;
+    use crate::engine::deliver::NamedOutput;
+    use crate::invoker::{Answer, Invocation, InvokeError};
+    use std::sync::Mutex;
+    use switchyard_sdk::testing::CollectOutput;
+    use switchyard_sdk::{Ack, Event, EventStatus};
+    use tower::util::BoxCloneSyncService;
+
+    #[derive(Default)]
+    struct Seen {
+        running: HashMap<String, usize>,
+        max_running_per_lane: usize,
+        total_running: usize,
+        max_total: usize,
+        order: HashMap<String, Vec<u32>>,
+        batch_sizes: Vec<usize>,
+    }
+
+    fn delivery(seen: Arc<Mutex<Seen>>, lane_key: fn(&Event) -> String) -> (Arc<Delivery>, CollectOutput) {
+        let svc = tower::service_fn(move |inv: Invocation| {
+            let seen = seen.clone();
+            async move {
+                let lane = lane_key(&inv.events[0]);
+                {
+                    let mut s = seen.lock().unwrap();
+                    s.batch_sizes.push(inv.events.len());
+                    let r = s.running.entry(lane.clone()).or_default();
+                    *r += 1;
+                    let r = *r;
+                    s.max_running_per_lane = s.max_running_per_lane.max(r);
+                    s.total_running += 1;
+                    s.max_total = s.max_total.max(s.total_running);
+                    for e in inv.events.iter() {
+                        s.order.entry(lane.clone()).or_default().push(e.id.parse().unwrap());
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let mut s = seen.lock().unwrap();
+                *s.running.get_mut(&lane).unwrap() -= 1;
+                s.total_running -= 1;
+                Ok::<_, InvokeError>(Answer::default())
+            }
+        });
+        let out = CollectOutput::default();
+        let d = Delivery {
+            pipeline: "p".into(),
+            trigger_type: "test",
+            trigger_name: "trigger".into(),
+            function: "f".into(),
+            invoker: BoxCloneSyncService::new(svc),
+            batch: false,
+            retry: Arc::new(RetryConfig::default()),
+            outputs: vec![NamedOutput { name: "out".into(), output: Arc::new(out.clone()) }],
+            output_names: vec!["out".to_string()].into(),
+            dead_letter: None,
+        };
+        (Arc::new(d), out)
+    }
+
+    async fn run(limits: Limits, events: Vec<Event>, lane_key: fn(&Event) -> String) -> (Seen, Vec<EventStatus>) {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        let (d, _) = delivery(seen.clone(), lane_key);
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_dispatcher(d, rx, limits, CancellationToken::new()));
+        let mut acks = Vec::new();
+        for e in events {
+            let (ack, r) = Ack::channel();
+            tx.send(TriggerEvent::new(e, ack)).await.unwrap();
+            acks.push(r);
+        }
+        drop(tx);
+        task.await.unwrap();
+        let statuses = acks.into_iter().map(|mut r| r.try_recv().unwrap()).collect();
+        let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
+        (seen, statuses)
+    }
+
+    fn event(i: u32, partition: &str, key: &str) -> Event {
+        let mut e = Event::new(i.to_string(), "s", "t");
+        e.partition = Some(partition.into());
+        e.key = Some(key.into());
+        e
+    }
+
+    fn limits(ordering: Ordering) -> Limits {
+        Limits { max_in_flight: 16, max_jobs: 8, max_events: 1, max_wait: Duration::ZERO, ordering }
+    }
+
+    #[tokio::test]
+    async fn partition_order_is_kept_while_partitions_run_in_parallel() {
+        let events: Vec<Event> = (0..40).map(|i| event(i, &(i % 4).to_string(), "k")).collect();
+        let (seen, statuses) = run(limits(Ordering::Partition), events, |e| e.partition.clone().unwrap()).await;
+        assert_eq!(seen.max_running_per_lane, 1, "one at a time per partition");
+        assert!(seen.max_total > 1, "partitions ran in parallel");
+        for (lane, order) in &seen.order {
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(order, &sorted, "partition {lane} in order");
+            assert_eq!(order.len(), 10);
+        }
+        assert!(statuses.iter().all(|s| matches!(s, EventStatus::Delivered(_))));
+    }
+
+    #[tokio::test]
+    async fn key_order_is_kept_within_one_partition() {
+        let events: Vec<Event> = (0..30).map(|i| event(i, "0", &(i % 3).to_string())).collect();
+        let (seen, _) = run(limits(Ordering::Key), events, |e| e.key.clone().unwrap()).await;
+        assert_eq!(seen.max_running_per_lane, 1);
+        assert!(seen.max_total > 1, "keys of one partition ran in parallel");
+        for order in seen.order.values() {
+            assert!(order.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
+
+    #[tokio::test]
+    async fn concurrency_is_bounded_without_ordering() {
+        let events: Vec<Event> = (0..50).map(|i| event(i, "0", "k")).collect();
+        let mut l = limits(Ordering::None);
+        l.max_jobs = 3;
+        let (seen, statuses) = run(l, events, |_| "all".into()).await;
+        assert_eq!(seen.max_total, 3, "never more than max_jobs calls at once");
+        assert_eq!(statuses.len(), 50);
+    }
+
+    #[tokio::test]
+    async fn batches_fill_up_or_time_out() {
+        let events: Vec<Event> = (0..7).map(|i| event(i, "0", "k")).collect();
+        let mut l = limits(Ordering::Partition);
+        l.max_events = 3;
+        l.max_wait = Duration::from_millis(30);
+        let (seen, statuses) = run(l, events, |_| "0".into()).await;
+        assert_eq!(seen.batch_sizes, vec![3, 3, 1]);
+        assert_eq!(seen.order["0"], (0..7).collect::<Vec<_>>());
+        assert!(statuses.iter().all(|s| matches!(s, EventStatus::Delivered(_))));
+    }
+}
