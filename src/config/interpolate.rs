@@ -197,9 +197,11 @@ pub fn expand(value: &str, source: &dyn Source) -> Result<String, String> {
         match (source.var(name), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => return Err(format!(
+            (None, None) => {
+                return Err(format!(
                 "environment variable {name} is not set (write ${{{name}:-default}} for a default)"
-            )),
+            ))
+            }
         }
     }
     out.push_str(rest);

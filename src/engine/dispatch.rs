@@ -10,12 +10,12 @@
 use super::{lane_of, Delivery};
 use crate::config::Ordering;
 use crate::telemetry;
-use futures::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_sdk::TriggerEvent;
 use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -132,7 +132,9 @@ pub async fn run_dispatcher(
         ready: VecDeque::new(),
         batches: HashMap::new(),
     };
-    let mut running = FuturesUnordered::new();
+    // Deliveries run as tasks of their own, spread over the runtime's threads; dropping the
+    // set (when a drain times out) aborts them, which leaves their events unacknowledged.
+    let mut running: JoinSet<(Option<String>, usize)> = JoinSet::new();
     let mut open = true;
     let in_flight = metrics::gauge!(telemetry::EVENTS_IN_FLIGHT, "pipeline" => pipeline.clone());
     let received = metrics::counter!(telemetry::EVENTS_RECEIVED, "pipeline" => pipeline.clone(), "trigger" => trigger);
@@ -142,7 +144,7 @@ pub async fn run_dispatcher(
                 break;
             };
             let d = delivery.clone();
-            running.push(async move {
+            running.spawn(async move {
                 let n = job.len();
                 d.deliver(job).await;
                 (lane, n)
@@ -154,7 +156,15 @@ pub async fn run_dispatcher(
         }
         let deadline = st.next_deadline();
         tokio::select! {
-            Some((lane, n)) = running.next(), if !running.is_empty() => st.finished(lane, n),
+            Some(done) = running.join_next(), if !running.is_empty() => match done {
+                Ok((lane, n)) => st.finished(lane, n),
+                Err(e) => {
+                    // A delivery panicked: its acks were dropped (abandoned). This is a bug;
+                    // stop rather than lose track of what is held.
+                    tracing::error!(pipeline = %pipeline, error = %e, "delivery task failed; stopping the pipeline");
+                    return;
+                }
+            },
             msg = rx.recv(), if open && st.held < st.limits.max_in_flight => match msg {
                 Some(ev) => {
                     received.increment(1);
@@ -196,7 +206,10 @@ mod tests {
         batch_sizes: Vec<usize>,
     }
 
-    fn delivery(seen: Arc<Mutex<Seen>>, lane_key: fn(&Event) -> String) -> (Arc<Delivery>, CollectOutput) {
+    fn delivery(
+        seen: Arc<Mutex<Seen>>,
+        lane_key: fn(&Event) -> String,
+    ) -> (Arc<Delivery>, CollectOutput) {
         let svc = tower::service_fn(move |inv: Invocation| {
             let seen = seen.clone();
             async move {
@@ -211,7 +224,10 @@ mod tests {
                     s.total_running += 1;
                     s.max_total = s.max_total.max(s.total_running);
                     for e in inv.events.iter() {
-                        s.order.entry(lane.clone()).or_default().push(e.id.parse().unwrap());
+                        s.order
+                            .entry(lane.clone())
+                            .or_default()
+                            .push(e.id.parse().unwrap());
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -230,14 +246,21 @@ mod tests {
             invoker: BoxCloneSyncService::new(svc),
             batch: false,
             retry: Arc::new(RetryConfig::default()),
-            outputs: vec![NamedOutput { name: "out".into(), output: Arc::new(out.clone()) }],
+            outputs: vec![NamedOutput {
+                name: "out".into(),
+                output: Arc::new(out.clone()),
+            }],
             output_names: vec!["out".to_string()].into(),
             dead_letter: None,
         };
         (Arc::new(d), out)
     }
 
-    async fn run(limits: Limits, events: Vec<Event>, lane_key: fn(&Event) -> String) -> (Seen, Vec<EventStatus>) {
+    async fn run(
+        limits: Limits,
+        events: Vec<Event>,
+        lane_key: fn(&Event) -> String,
+    ) -> (Seen, Vec<EventStatus>) {
         let seen = Arc::new(Mutex::new(Seen::default()));
         let (d, _) = delivery(seen.clone(), lane_key);
         let (tx, rx) = mpsc::channel(4);
@@ -250,7 +273,10 @@ mod tests {
         }
         drop(tx);
         task.await.unwrap();
-        let statuses = acks.into_iter().map(|mut r| r.try_recv().unwrap()).collect();
+        let statuses = acks
+            .into_iter()
+            .map(|mut r| r.try_recv().unwrap())
+            .collect();
         let seen = Arc::try_unwrap(seen).ok().unwrap().into_inner().unwrap();
         (seen, statuses)
     }
@@ -263,13 +289,24 @@ mod tests {
     }
 
     fn limits(ordering: Ordering) -> Limits {
-        Limits { max_in_flight: 16, max_jobs: 8, max_events: 1, max_wait: Duration::ZERO, ordering }
+        Limits {
+            max_in_flight: 16,
+            max_jobs: 8,
+            max_events: 1,
+            max_wait: Duration::ZERO,
+            ordering,
+        }
     }
 
     #[tokio::test]
     async fn partition_order_is_kept_while_partitions_run_in_parallel() {
-        let events: Vec<Event> = (0..40).map(|i| event(i, &(i % 4).to_string(), "k")).collect();
-        let (seen, statuses) = run(limits(Ordering::Partition), events, |e| e.partition.clone().unwrap()).await;
+        let events: Vec<Event> = (0..40)
+            .map(|i| event(i, &(i % 4).to_string(), "k"))
+            .collect();
+        let (seen, statuses) = run(limits(Ordering::Partition), events, |e| {
+            e.partition.clone().unwrap()
+        })
+        .await;
         assert_eq!(seen.max_running_per_lane, 1, "one at a time per partition");
         assert!(seen.max_total > 1, "partitions ran in parallel");
         for (lane, order) in &seen.order {
@@ -278,12 +315,16 @@ mod tests {
             assert_eq!(order, &sorted, "partition {lane} in order");
             assert_eq!(order.len(), 10);
         }
-        assert!(statuses.iter().all(|s| matches!(s, EventStatus::Delivered(_))));
+        assert!(statuses
+            .iter()
+            .all(|s| matches!(s, EventStatus::Delivered(_))));
     }
 
     #[tokio::test]
     async fn key_order_is_kept_within_one_partition() {
-        let events: Vec<Event> = (0..30).map(|i| event(i, "0", &(i % 3).to_string())).collect();
+        let events: Vec<Event> = (0..30)
+            .map(|i| event(i, "0", &(i % 3).to_string()))
+            .collect();
         let (seen, _) = run(limits(Ordering::Key), events, |e| e.key.clone().unwrap()).await;
         assert_eq!(seen.max_running_per_lane, 1);
         assert!(seen.max_total > 1, "keys of one partition ran in parallel");
@@ -311,6 +352,8 @@ mod tests {
         let (seen, statuses) = run(l, events, |_| "0".into()).await;
         assert_eq!(seen.batch_sizes, vec![3, 3, 1]);
         assert_eq!(seen.order["0"], (0..7).collect::<Vec<_>>());
-        assert!(statuses.iter().all(|s| matches!(s, EventStatus::Delivered(_))));
+        assert!(statuses
+            .iter()
+            .all(|s| matches!(s, EventStatus::Delivered(_))));
     }
 }
