@@ -265,6 +265,7 @@ async fn main() {
         }
     }
     let _ = python.kill();
+    let _ = python.wait();
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
     std::fs::write(
