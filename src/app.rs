@@ -148,6 +148,7 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
             shutdown: drain.child_token(),
             health: th,
             max_body,
+            body_timeout: config.ingress.body_timeout.get(),
         };
         let trigger = p
             .trigger
@@ -171,12 +172,16 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
             .await
             .map_err(|e| format!("ingress.listen {}: {e}", config.ingress.listen))?;
         tracing::info!(listen = %config.ingress.listen, "ingress server listening");
-        let stop = drain.clone();
-        ingress = Some(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
-                .await
-        }));
+        let limits = crate::ingress::Limits {
+            header_timeout: config.ingress.header_timeout.get(),
+            max_connections: config.ingress.max_connections.max(1),
+        };
+        ingress = Some(tokio::spawn(crate::ingress::serve(
+            listener,
+            app,
+            limits,
+            drain.clone(),
+        )));
     }
     tracing::info!(
         pipelines = config.pipelines.len(),

@@ -10,5 +10,6 @@ pub mod cli;
 pub mod config;
 pub mod connectors;
 pub mod engine;
+pub mod ingress;
 pub mod invoker;
 pub mod telemetry;

@@ -540,3 +540,113 @@ pipelines:
     let r = g.client.get(g.admin_url("/healthz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn azure_http_custom_handlers_answer_through_outputs_res() {
+    let yaml = format!(
+        "{}
+pipelines:
+  p:
+    trigger: {{ type: http, path: /in, response: sync }}
+    function: f
+    outputs:
+      - {{ name: out, type: stdout }}
+",
+        FUNCTION.replace("timeout: 5s", "timeout: 5s\n    format: azure-functions")
+    );
+    let g = Gateway::start(&yaml).await;
+    let (status, reply) = g.post("/in", r#"{"n": 9, "http_res": true}"#).await;
+    assert_eq!(status, 201, "{reply}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&reply).unwrap(),
+        serde_json::json!({ "created": 9 })
+    );
+}
+
+#[tokio::test]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let g = Gateway::start(&http_pipeline("")).await;
+    // Headers that never finish: the connection is closed after header_timeout (1 s).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", g.ingress))
+        .await
+        .unwrap();
+    s.write_all(b"POST /in HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "connection still open after 5 s");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "closed after {:?}",
+        started.elapsed()
+    );
+    // A body that never finishes: 408 after body_timeout (1 s).
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", g.ingress))
+        .await
+        .unwrap();
+    s.write_all(b"POST /in HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"n\":")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert_eq!(
+        g.metric(
+            "switchyard_http_requests_rejected_total",
+            &[("reason", "body too slow")]
+        )
+        .await,
+        1.0
+    );
+    assert!(g.function_log().is_empty());
+}
+
+#[tokio::test]
+async fn a_second_signal_exits_at_once() {
+    let mut g = Gateway::start(&http_pipeline("")).await;
+    send(&g, serde_json::json!({ "n": 1, "sleep_ms": 4000 })).await;
+    eventually(5, "call in progress", || !g.function_log().is_empty()).await;
+    let pid = g.child.as_ref().unwrap().id() as i32;
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let status = g.signal_and_wait(libc::SIGINT);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "an interrupted drain is not a clean exit"
+    );
+    assert!(
+        files_in(&g.path("out")).is_empty(),
+        "the slow event was not finished, so not acknowledged"
+    );
+}
+
+#[tokio::test]
+async fn json_logs_are_one_object_per_line() {
+    let g = Gateway::start_with_env(&http_pipeline(""), &[("SWITCHYARD_LOG_FORMAT", "json")]).await;
+    send(&g, serde_json::json!({ "n": 1 })).await;
+    eventually(10, "output", || files_in(&g.path("out")).len() == 1).await;
+    let log = g.log();
+    let lines: Vec<&str> = log.lines().collect();
+    assert!(lines.len() >= 3, "{log}");
+    for l in lines {
+        let v: serde_json::Value =
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}"));
+        assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
+    }
+}

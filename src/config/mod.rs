@@ -73,6 +73,12 @@ pub struct IngressConfig {
     /// How long a client may take to send the request headers.
     #[serde(default = "default_header_timeout")]
     pub header_timeout: Duration,
+    /// How long a client may take to send the request body; slower ones get 408.
+    #[serde(default = "default_body_timeout")]
+    pub body_timeout: Duration,
+    /// Connections open at once; further clients wait in the listen backlog.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
 }
 
 impl Default for IngressConfig {
@@ -81,6 +87,8 @@ impl Default for IngressConfig {
             listen: default_ingress_listen(),
             max_body: default_max_body(),
             header_timeout: default_header_timeout(),
+            body_timeout: default_body_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }
@@ -93,6 +101,12 @@ fn default_max_body() -> ByteSize {
 }
 fn default_header_timeout() -> Duration {
     Duration::from_secs(10)
+}
+fn default_body_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    1024
 }
 
 /// A function: an HTTP endpoint that receives events.

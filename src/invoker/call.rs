@@ -242,6 +242,7 @@ fn decode_cloudevents(
     let reply = Reply {
         body: body.clone(),
         content_type: content_type.clone(),
+        status: None,
     };
     if body.is_empty() {
         return Ok(Answer {
@@ -382,6 +383,51 @@ fn azure_request(inv: &Invocation, events: &[Event]) -> serde_json::Value {
     })
 }
 
+/// The output binding name Azure Functions uses for an HTTP trigger's response. When no output
+/// of the pipeline has this name, `Outputs.res` answers the caller of a `response: sync` http
+/// trigger, as the Azure Functions host does.
+pub const HTTP_RESPONSE_BINDING: &str = "res";
+
+/// `{"statusCode": 201, "body": ..., "headers": {"Content-Type": ...}}` as a reply.
+fn http_response(v: &serde_json::Value) -> Result<Reply, InvokeError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| InvokeError::BadReply("Outputs.res is not a JSON object".into()))?;
+    let status = match obj.get("statusCode") {
+        None | Some(serde_json::Value::Null) => None,
+        Some(s) => {
+            let n = s
+                .as_u64()
+                .or_else(|| s.as_str().and_then(|t| t.parse().ok()))
+                .filter(|n| (100..=599).contains(n))
+                .ok_or_else(|| {
+                    InvokeError::BadReply(format!(
+                        "Outputs.res.statusCode {s} is not an HTTP status"
+                    ))
+                })?;
+            Some(n as u16)
+        }
+    };
+    let header_ct = obj
+        .get("headers")
+        .and_then(|h| h.as_object())
+        .and_then(|h| {
+            h.iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        })
+        .and_then(|(_, v)| v.as_str())
+        .map(str::to_string);
+    let (body, ct) = match obj.get("body") {
+        None | Some(serde_json::Value::Null) => (Bytes::new(), None),
+        Some(b) => json_value_bytes(b),
+    };
+    Ok(Reply {
+        body,
+        content_type: header_ct.or(ct),
+        status,
+    })
+}
+
 /// Decode `{"Outputs": {...}, "Logs": [...], "ReturnValue": ...}`.
 fn decode_azure(body: &[u8], outputs: &[String], pipeline: &str) -> Result<Answer, InvokeError> {
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -401,10 +447,15 @@ fn decode_azure(body: &[u8], outputs: &[String], pipeline: &str) -> Result<Answe
         }
     }
     let mut values = Vec::new();
+    let mut reply = Reply::default();
     match obj.get("Outputs") {
         None | Some(serde_json::Value::Null) => {}
         Some(serde_json::Value::Object(map)) => {
             for (name, value) in map {
+                if name == HTTP_RESPONSE_BINDING && !outputs.iter().any(|o| o == name) {
+                    reply = http_response(value)?;
+                    continue;
+                }
                 if !outputs.iter().any(|o| o == name) {
                     return Err(InvokeError::Refused(format!(
                         "Outputs names {name:?}, which is not an output of this pipeline (outputs: {})",
@@ -420,13 +471,15 @@ fn decode_azure(body: &[u8], outputs: &[String], pipeline: &str) -> Result<Answe
         }
         Some(_) => return Err(InvokeError::BadReply("Outputs is not a JSON object".into())),
     }
-    let mut reply = Reply::default();
     if let Some(rv) = obj.get("ReturnValue").filter(|v| !v.is_null()) {
         let (data, ct) = json_value_bytes(rv);
-        reply = Reply {
-            body: data.clone(),
-            content_type: ct.clone(),
-        };
+        if reply == Reply::default() {
+            reply = Reply {
+                body: data.clone(),
+                content_type: ct.clone(),
+                status: None,
+            };
+        }
         values.push(Value::new(Target::Return, data, ct));
     }
     Ok(Answer { values, reply })
@@ -474,6 +527,24 @@ mod tests {
         let a = decode_azure(br#"{"ReturnValue":{"ok":true}}"#, &outputs, "p").unwrap();
         assert_eq!(a.values[0].target, Target::Return);
         assert_eq!(&a.reply.body[..], br#"{"ok":true}"#);
+    }
+
+    #[test]
+    fn azure_http_response_answers_the_caller() {
+        let a = decode_azure(
+            br#"{"Outputs":{"res":{"statusCode":201,"body":"created","headers":{"Content-Type":"text/plain"}}}}"#,
+            &["out".to_string()],
+            "p",
+        )
+        .unwrap();
+        assert!(
+            a.values.is_empty(),
+            "res is the HTTP answer, not an output value"
+        );
+        assert_eq!(a.reply.status, Some(201));
+        assert_eq!(&a.reply.body[..], b"created");
+        assert_eq!(a.reply.content_type.as_deref(), Some("text/plain"));
+        assert!(decode_azure(br#"{"Outputs":{"res":{"statusCode":99}}}"#, &[], "p").is_err());
     }
 
     #[test]

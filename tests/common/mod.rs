@@ -27,19 +27,30 @@ pub struct Gateway {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
     pub client: reqwest::Client,
+    /// Extra environment for the gateway process.
+    pub env: Vec<(String, String)>,
 }
 
 impl Gateway {
     /// Write `yaml` (with `{dir}`, `{admin}`, `{ingress}`, `{testfn}` filled in) and start the
     /// gateway on it; returns once `/readyz` says ready.
     pub async fn start(yaml: &str) -> Gateway {
+        Self::start_with_env(yaml, &[]).await
+    }
+
+    /// Like `start`, with extra environment variables for the gateway.
+    pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let g = Self::spawn_in(dir, yaml);
+        let g = Self::spawn_in_with_env(dir, yaml, env);
         g.wait_ready().await;
         g
     }
 
     pub fn spawn_in(dir: tempfile::TempDir, yaml: &str) -> Gateway {
+        Self::spawn_in_with_env(dir, yaml, &[])
+    }
+
+    pub fn spawn_in_with_env(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let admin = free_port();
         let ingress = free_port();
         let text = yaml
@@ -48,7 +59,7 @@ impl Gateway {
             .replace("{ingress}", &ingress.to_string())
             .replace("{testfn}", &testfn());
         let header = format!(
-            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\ningress: {{ listen: \"127.0.0.1:{ingress}\", max_body: 64KiB }}\n"
+            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\ningress: {{ listen: \"127.0.0.1:{ingress}\", max_body: 64KiB, header_timeout: 1s, body_timeout: 1s }}\n"
         );
         let config = dir.path().join("switchyard.yaml");
         std::fs::write(&config, format!("{header}{text}")).unwrap();
@@ -59,6 +70,10 @@ impl Gateway {
             dir,
             config,
             client: reqwest::Client::new(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         g.spawn();
         g
@@ -81,6 +96,7 @@ impl Gateway {
             .arg(&self.config)
             .env("TESTFN_LOG", self.path("function.jsonl"))
             .env("RUST_LOG", "info,switchyard=debug")
+            .envs(self.env.iter().cloned())
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()

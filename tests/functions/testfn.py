@@ -12,6 +12,7 @@ body). What it answers is chosen by the event data, a JSON object:
   {"n": 1, "crash_marker": "/tmp/x"}         first time (no marker file): creates it and
                                              exits the process mid-request
   {"n": 1, "garbage": true}                  200 with a body that is not JSON
+  {"n": 1, "http_res": true}                 (azure-functions) Outputs.res with status 201
 
 In the azure-functions format (POST /<pipeline>) the event is Data.trigger and the answer is
 {"Outputs": {"a": {...}, "b": "text n"}, "Logs": [...], "ReturnValue": {...}}.
@@ -91,6 +92,12 @@ class Handler(BaseHTTPRequestHandler):
         if event.get("garbage"):
             return self.answer(200, None, raw=b"<<<this is not json>>>")
         n = event.get("n")
+        if azure and event.get("http_res"):
+            return self.answer(200, {
+                "Outputs": {"res": {"statusCode": 201, "body": {"created": n},
+                                    "headers": {"Content-Type": "application/json"}}},
+                "ReturnValue": None,
+            })
         if azure:
             return self.answer(200, {
                 "Outputs": {"a": {"n": n, "to": "a"}, "b": f"text {n}"},

@@ -90,10 +90,14 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         );
     }
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, s.cx.max_body).await {
-        Ok(b) => b,
-        Err(_) => return refuse(pipeline, StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-    };
+    let body =
+        match tokio::time::timeout(s.cx.body_timeout, axum::body::to_bytes(body, s.cx.max_body))
+            .await
+        {
+            Ok(Ok(b)) => b,
+            Ok(Err(_)) => return refuse(pipeline, StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
+            Err(_) => return refuse(pipeline, StatusCode::REQUEST_TIMEOUT, "body too slow"),
+        };
     if let Some(h) = &s.config.hmac {
         let Some(sig) = parts
             .headers
@@ -142,14 +146,19 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
                 return refuse(pipeline, StatusCode::SERVICE_UNAVAILABLE, "draining");
             }
             match rx.await.unwrap_or(EventStatus::Abandoned) {
-                EventStatus::Delivered(reply) if reply.body.is_empty() => {
-                    StatusCode::NO_CONTENT.into_response()
-                }
                 EventStatus::Delivered(reply) => {
+                    let status = reply
+                        .status
+                        .and_then(|s| StatusCode::from_u16(s).ok())
+                        .unwrap_or(if reply.body.is_empty() {
+                            StatusCode::NO_CONTENT
+                        } else {
+                            StatusCode::OK
+                        });
                     let ct = reply
                         .content_type
                         .unwrap_or_else(|| "application/octet-stream".into());
-                    ([(header::CONTENT_TYPE, ct)], reply.body).into_response()
+                    (status, [(header::CONTENT_TYPE, ct)], reply.body).into_response()
                 }
                 EventStatus::DeadLettered { error } | EventStatus::Rejected { error } => (
                     StatusCode::BAD_GATEWAY,

@@ -14,6 +14,8 @@ pub struct Reply {
     pub body: Bytes,
     /// The reply's content type, when it gave one.
     pub content_type: Option<String>,
+    /// The HTTP status the function asked for (azure-functions `Outputs.res.statusCode`).
+    pub status: Option<u16>,
 }
 
 /// How the engine finished with an event.

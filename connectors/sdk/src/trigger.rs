@@ -20,6 +20,8 @@ pub struct TriggerContext {
     pub health: HealthHandle,
     /// The ingress server's largest accepted body, for triggers on the ingress.
     pub max_body: usize,
+    /// How long a client on the ingress may take to send its body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// A built trigger: the task that produces events, and the routes it serves on the shared
