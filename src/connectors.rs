@@ -9,9 +9,8 @@ use switchyard_sdk::error::BuildError;
 use switchyard_sdk::{Output, Trigger, TriggerContext};
 
 /// Where a pipeline's events come from.
-///
-/// `Deserialize` is written out below: serde's derive for internally tagged enums loses the
-/// key path and position of errors inside the variant.
+// `Deserialize` is written out below: serde's derive for internally tagged enums loses the key
+// path and position of errors inside the variant.
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum TriggerConfig {
