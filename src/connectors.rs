@@ -23,6 +23,12 @@ pub enum TriggerConfig {
     /// New files in a local directory.
     #[cfg(feature = "local")]
     Directory(switchyard_local::DirectoryTriggerConfig),
+    /// A Kafka consumer group over topics.
+    #[cfg(feature = "kafka")]
+    Kafka(switchyard_kafka::KafkaTriggerConfig),
+    /// Azure Event Hubs through its Kafka endpoint.
+    #[cfg(feature = "eventhubs")]
+    Eventhubs(switchyard_kafka::EventHubsTriggerConfig),
 }
 
 /// Where a function's return values (or dead letters) go.
@@ -38,6 +44,12 @@ pub enum OutputConfig {
     /// One JSON line per value on standard output.
     #[cfg(feature = "local")]
     Stdout(switchyard_local::StdoutOutputConfig),
+    /// Produce to a Kafka topic.
+    #[cfg(feature = "kafka")]
+    Kafka(switchyard_kafka::KafkaOutputConfig),
+    /// Send to an Azure event hub.
+    #[cfg(feature = "eventhubs")]
+    Eventhubs(switchyard_kafka::EventHubsOutputConfig),
 }
 
 /// The trigger types this build has.
@@ -48,6 +60,10 @@ pub const TRIGGER_TYPES: &[&str] = &[
     "timer",
     #[cfg(feature = "local")]
     "directory",
+    #[cfg(feature = "kafka")]
+    "kafka",
+    #[cfg(feature = "eventhubs")]
+    "eventhubs",
 ];
 
 /// The output types this build has.
@@ -58,6 +74,10 @@ pub const OUTPUT_TYPES: &[&str] = &[
     "directory",
     #[cfg(feature = "local")]
     "stdout",
+    #[cfg(feature = "kafka")]
+    "kafka",
+    #[cfg(feature = "eventhubs")]
+    "eventhubs",
 ];
 
 impl<'de> Deserialize<'de> for TriggerConfig {
@@ -70,6 +90,10 @@ impl<'de> Deserialize<'de> for TriggerConfig {
             "timer" => tagged::from_value(rest).map(Self::Timer),
             #[cfg(feature = "local")]
             "directory" => tagged::from_value(rest).map(Self::Directory),
+            #[cfg(feature = "kafka")]
+            "kafka" => tagged::from_value(rest).map(Self::Kafka),
+            #[cfg(feature = "eventhubs")]
+            "eventhubs" => tagged::from_value(rest).map(Self::Eventhubs),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -85,6 +109,10 @@ impl<'de> Deserialize<'de> for OutputConfig {
             "directory" => tagged::from_value(rest).map(Self::Directory),
             #[cfg(feature = "local")]
             "stdout" => tagged::from_value(rest).map(Self::Stdout),
+            #[cfg(feature = "kafka")]
+            "kafka" => tagged::from_value(rest).map(Self::Kafka),
+            #[cfg(feature = "eventhubs")]
+            "eventhubs" => tagged::from_value(rest).map(Self::Eventhubs),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -100,12 +128,23 @@ impl TriggerConfig {
             Self::Timer(_) => "timer",
             #[cfg(feature = "local")]
             Self::Directory(_) => "directory",
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => "kafka",
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(_) => "eventhubs",
         }
     }
 
-    /// The ordering used when the pipeline does not say.
+    /// The ordering used when the pipeline does not say: per partition for partitioned logs.
     pub fn default_ordering(&self) -> Ordering {
-        Ordering::None
+        match self {
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => Ordering::Partition,
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(_) => Ordering::Partition,
+            #[allow(unreachable_patterns)]
+            _ => Ordering::None,
+        }
     }
 
     /// Whether the trigger serves on the ingress server.
@@ -131,6 +170,10 @@ impl TriggerConfig {
             Self::Http(h) if !h.path.starts_with('/') => {
                 vec![("path".into(), "must start with '/'".into())]
             }
+            #[cfg(feature = "kafka")]
+            Self::Kafka(k) => switchyard_kafka::config::check_trigger(k),
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(e) => e.check(),
             #[allow(unreachable_patterns)]
             _ => Vec::new(),
         }
@@ -145,6 +188,10 @@ impl TriggerConfig {
             Self::Timer(c) => c.build(cx),
             #[cfg(feature = "local")]
             Self::Directory(c) => c.build(cx),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(c) => c.build(cx),
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(c) => c.build(cx),
         }
     }
 }
@@ -159,6 +206,10 @@ impl OutputConfig {
             Self::Directory(_) => "directory",
             #[cfg(feature = "local")]
             Self::Stdout(_) => "stdout",
+            #[cfg(feature = "kafka")]
+            Self::Kafka(_) => "kafka",
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(_) => "eventhubs",
         }
     }
 
@@ -170,6 +221,12 @@ impl OutputConfig {
                 Ok(_) => Vec::new(),
                 Err(e) => vec![("url".into(), format!("invalid URL: {e}"))],
             },
+            #[cfg(feature = "kafka")]
+            Self::Kafka(k) if k.brokers.is_empty() => {
+                vec![("brokers".into(), "give at least one broker".into())]
+            }
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(e) => e.check(),
             #[allow(unreachable_patterns)]
             _ => Vec::new(),
         }
@@ -184,6 +241,10 @@ impl OutputConfig {
             Self::Directory(c) => Arc::new(c.build()?),
             #[cfg(feature = "local")]
             Self::Stdout(c) => Arc::new(c.build()),
+            #[cfg(feature = "kafka")]
+            Self::Kafka(c) => Arc::new(c.build()?),
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(c) => Arc::new(c.build()?),
         })
     }
 }

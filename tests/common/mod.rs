@@ -1,6 +1,8 @@
 //! End-to-end harness: runs the real switchyard binary with a real Python function process.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};

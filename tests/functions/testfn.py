@@ -6,6 +6,7 @@ body). What it answers is chosen by the event data, a JSON object:
 
   {"n": 1}                                   200 with {"n": 1, "attempt": "<deliveryattempt>"}
   {"n": 1, "fail_until": 3}                  503 until deliveryattempt 3, then 200
+  {"n": 1, "fail_rate": 0.2}                 503 on a random 20% of calls
   {"n": 1, "retry_after": 2}                 429 with Retry-After: 2 on attempt 1, then 200
   {"n": 1, "status": 400}                    that status
   {"n": 1, "sleep_ms": 300}                  sleeps, then 200
@@ -19,6 +20,7 @@ In the azure-functions format (POST /<pipeline>) the event is Data.trigger and t
 """
 import json
 import os
+import random
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -83,6 +85,8 @@ class Handler(BaseHTTPRequestHandler):
             os._exit(3)
         if "sleep_ms" in event:
             time.sleep(event["sleep_ms"] / 1000.0)
+        if "fail_rate" in event and random.random() < event["fail_rate"]:
+            return self.answer(503, {"error": "random failure"})
         if "fail_until" in event and attempt < event["fail_until"]:
             return self.answer(503, {"error": "not yet"})
         if "retry_after" in event and attempt == 1:

@@ -1,0 +1,111 @@
+//! The `kafka` output: an idempotent producer; a write counts once its delivery report arrives.
+
+use crate::config::KafkaOutputConfig;
+use crate::headers::headers_for;
+use async_trait::async_trait;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use std::time::Duration;
+use switchyard_sdk::error::{BuildError, OutputError};
+use switchyard_sdk::{Output, Record, Template};
+
+/// Produces values to a topic.
+pub struct KafkaOutput {
+    producer: FutureProducer,
+    topic: Template,
+    key: Option<Template>,
+    timeout: Duration,
+}
+
+impl KafkaOutputConfig {
+    /// The librdkafka producer properties.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", self.brokers.join(","));
+        for (k, v) in &self.options {
+            c.set(k, v);
+        }
+        c
+    }
+
+    /// Build the output.
+    pub fn build(&self) -> Result<KafkaOutput, BuildError> {
+        if self.brokers.is_empty() {
+            return Err(BuildError::invalid("brokers", "give at least one broker"));
+        }
+        build_producer(
+            self.client_config(),
+            self.topic.clone(),
+            self.key.clone(),
+            self.timeout.get(),
+        )
+    }
+}
+
+/// A producer with the settings at-least-once needs (shared with `eventhubs`).
+pub(crate) fn build_producer(
+    mut config: ClientConfig,
+    topic: Template,
+    key: Option<Template>,
+    timeout: Duration,
+) -> Result<KafkaOutput, BuildError> {
+    config
+        // Every in-sync replica has the record before the delivery report says so.
+        .set("acks", "all")
+        // Retries inside librdkafka never duplicate or reorder records.
+        .set("enable.idempotence", "true")
+        .set(
+            "message.timeout.ms",
+            timeout.as_millis().max(1000).to_string(),
+        );
+    if config.get("linger.ms").is_none() {
+        config.set("linger.ms", "5");
+    }
+    let producer: FutureProducer = config.create().map_err(|e| BuildError::Other {
+        context: "creating the kafka producer".into(),
+        source: Box::new(e),
+    })?;
+    Ok(KafkaOutput {
+        producer,
+        topic,
+        key,
+        timeout,
+    })
+}
+
+#[async_trait]
+impl Output for KafkaOutput {
+    async fn write(&self, record: &Record) -> Result<(), OutputError> {
+        let topic = self.topic.render(record);
+        let key = self.key.as_ref().map(|k| k.render(record));
+        let mut fr = FutureRecord::to(&topic)
+            .payload(&record.data[..])
+            .headers(headers_for(record));
+        if let Some(k) = &key {
+            fr = fr.key(k.as_str());
+        }
+        match self.producer.send(fr, Timeout::After(self.timeout)).await {
+            Ok(_) => Ok(()),
+            Err((e, _)) => Err(OutputError::Connect {
+                source: Box::new(e),
+            }),
+        }
+    }
+
+    async fn healthcheck(&self) -> Result<(), OutputError> {
+        let p = self.producer.clone();
+        tokio::task::spawn_blocking(move || {
+            p.client()
+                .fetch_metadata(None, Duration::from_secs(5))
+                .map(|_| ())
+        })
+        .await
+        .map_err(|e| OutputError::Connect {
+            source: Box::new(e),
+        })?
+        .map_err(|e| OutputError::Connect {
+            source: Box::new(e),
+        })
+    }
+}
