@@ -74,6 +74,7 @@ impl Delivery {
         let result = self.invoker.clone().oneshot(inv.clone()).await;
         metrics::histogram!(telemetry::INVOCATION_DURATION, "pipeline" => self.pipeline.to_string(), "function" => self.function.to_string())
             .record(started.elapsed().as_secs_f64());
+        tracing::trace!(id = %events[0].id, ok = result.is_ok(), "function answered");
         let outcome = match result {
             Ok(answer) => {
                 self.count_invocation("success");
@@ -87,6 +88,7 @@ impl Delivery {
                 Err(failure_of(&e, inv.attempts()))
             }
         };
+        tracing::trace!(id = %events[0].id, ok = outcome.is_ok(), "outputs done");
         match outcome {
             Ok(answer) => {
                 for ack in acks {

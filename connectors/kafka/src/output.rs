@@ -60,7 +60,13 @@ pub(crate) fn build_producer(
             timeout.as_millis().max(1000).to_string(),
         );
     if config.get("linger.ms").is_none() {
-        config.set("linger.ms", "5");
+        // Every write is awaited before its event counts as delivered, so waiting to fill a
+        // batch only adds latency; concurrent writes still share requests.
+        config.set("linger.ms", "0");
+    }
+    if config.get("socket.nagle.disable").is_none() {
+        // Small requests must not wait for the previous one's ACK (Nagle + delayed ACK).
+        config.set("socket.nagle.disable", "true");
     }
     let producer: FutureProducer = config.create().map_err(|e| BuildError::Other {
         context: "creating the kafka producer".into(),

@@ -55,6 +55,9 @@ impl ConsumerContext for Ctx {
 
 type KafkaConsumer = StreamConsumer<Ctx>;
 
+/// How long the trigger waits for room in the engine before it pauses its partitions.
+const PAUSE_AFTER: Duration = Duration::from_millis(500);
+
 fn lock(o: &Mutex<Offsets>) -> std::sync::MutexGuard<'_, Offsets> {
     o.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -121,6 +124,7 @@ pub(crate) fn base_consumer_config(
         )
         .set("auto.offset.reset", start)
         .set("enable.partition.eof", "false")
+        .set("socket.nagle.disable", "true")
         // Bound what librdkafka prefetches; the trigger pauses partitions when the engine is full.
         .set("queued.max.messages.kbytes", "16384");
 }
@@ -197,6 +201,7 @@ async fn run(
                     cx.health.ready();
                     let event = event_from_message(&cx.pipeline, trigger_type, &m);
                     let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
+                    tracing::trace!(topic, partition, offset, "record received");
                     let generation = lock(&offsets).received(&topic, partition, offset);
                     pending.fetch_add(1, Ordering::SeqCst);
                     let ack = {
@@ -223,10 +228,23 @@ async fn run(
                         match cx.events.try_send(te) {
                             Ok(()) => {}
                             Err(TrySendError::Full(te)) => {
-                                // The engine is at its bound: stop fetching instead of buffering.
-                                waiting.push_back(te);
-                                set_paused(&consumer, true, &cx.pipeline);
-                                paused = true;
+                                // The engine is at its bound. A short wait is the normal pace of
+                                // a busy pipeline; only a long one pauses the partitions, so the
+                                // consumer keeps polling (rebalances, max.poll.interval.ms)
+                                // without buffering. Pausing drops librdkafka's prefetch, so it
+                                // is not done for every full channel.
+                                tokio::select! {
+                                    _ = cx.shutdown.cancelled() => break,
+                                    r = tokio::time::timeout(PAUSE_AFTER, cx.events.reserve()) => match r {
+                                        Ok(Ok(permit)) => permit.send(te),
+                                        Ok(Err(_)) => break,
+                                        Err(_) => {
+                                            waiting.push_back(te);
+                                            set_paused(&consumer, true, &cx.pipeline);
+                                            paused = true;
+                                        }
+                                    },
+                                }
                             }
                             Err(TrySendError::Closed(_)) => break,
                         }
