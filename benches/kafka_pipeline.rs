@@ -117,6 +117,38 @@ async fn rust_echo() -> SocketAddr {
     addr
 }
 
+/// The function's own ceiling: `n` direct calls, `c` at a time, records/s.
+async fn raw_function(function: SocketAddr, n: usize, c: usize, size: usize) -> f64 {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(c)
+        .build()
+        .unwrap();
+    let url = format!("http://{function}/");
+    let body = format!("{{\"pad\":\"{}\"}}", "x".repeat(size.saturating_sub(10)));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..c)
+        .map(|_| {
+            let (client, url, body) = (client.clone(), url.clone(), body.clone());
+            tokio::spawn(async move {
+                for _ in 0..n / c {
+                    let r = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await
+                        .unwrap();
+                    let _ = r.bytes().await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    (n / c * c) as f64 / started.elapsed().as_secs_f64()
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -215,10 +247,12 @@ async fn main() {
             .unwrap();
     println!("switchyard kafka benchmark: {n} records of {size} bytes, 3 partitions, 2 cores, echo function in-process");
     println!();
-    println!("| scenario | records/s | vs raw consume | vs raw produce | gateway peak RSS MiB |");
-    println!("|---|---|---|---|---|");
-    println!("| raw produce (acks=all, idempotent) | {produce_rate:.0} | | | |");
-    println!("| raw consume | {consume_rate:.0} | | | |");
+    println!("| scenario | records/s | vs raw consume | vs raw produce | vs function direct | gateway peak RSS MiB |");
+    println!("|---|---|---|---|---|---|");
+    println!("| raw produce (acks=all, idempotent) | {produce_rate:.0} | | | | |");
+    println!("| raw consume | {consume_rate:.0} | | | | |");
+    let function_rate = raw_function(function, n.min(50_000), 64, size).await;
+    println!("| echo function called directly, 64 at a time | {function_rate:.0} | | | | |");
     let mut rows = Vec::new();
     for (name, extra) in [
         ("switchyard, ordering: partition", "    ordering: partition"),
@@ -230,15 +264,16 @@ async fn main() {
     ] {
         let (rate, rss) = through_gateway(function, &input, n, extra).await;
         println!(
-            "| {name} | {rate:.0} | {:.2} | {:.2} | {rss:.1} |",
+            "| {name} | {rate:.0} | {:.3} | {:.3} | {:.2} | {rss:.1} |",
             rate / consume_rate,
-            rate / produce_rate
+            rate / produce_rate,
+            rate / function_rate
         );
         rows.push(serde_json::json!({ "scenario": name, "records_per_s": rate, "ratio_consume": rate / consume_rate, "ratio_produce": rate / produce_rate, "peak_rss_mib": rss }));
     }
     let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench");
     std::fs::create_dir_all(&out).unwrap();
-    let doc = serde_json::json!({ "records": n, "record_bytes": size, "raw_produce": produce_rate, "raw_consume": consume_rate, "gateway": rows });
+    let doc = serde_json::json!({ "records": n, "record_bytes": size, "raw_produce": produce_rate, "raw_consume": consume_rate, "function_direct": function_rate, "gateway": rows });
     std::fs::write(
         out.join("kafka_pipeline.json"),
         serde_json::to_string_pretty(&doc).unwrap(),
