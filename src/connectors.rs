@@ -29,6 +29,9 @@ pub enum TriggerConfig {
     /// Azure Event Hubs through its Kafka endpoint.
     #[cfg(feature = "eventhubs")]
     Eventhubs(switchyard_kafka::EventHubsTriggerConfig),
+    /// A RabbitMQ queue, manual acks.
+    #[cfg(feature = "rabbitmq")]
+    Rabbitmq(switchyard_rabbitmq::RabbitMqTriggerConfig),
 }
 
 /// Where a function's return values (or dead letters) go.
@@ -50,6 +53,9 @@ pub enum OutputConfig {
     /// Send to an Azure event hub.
     #[cfg(feature = "eventhubs")]
     Eventhubs(switchyard_kafka::EventHubsOutputConfig),
+    /// Publish to a RabbitMQ exchange with publisher confirms.
+    #[cfg(feature = "rabbitmq")]
+    Rabbitmq(switchyard_rabbitmq::RabbitMqOutputConfig),
 }
 
 /// The trigger types this build has.
@@ -64,6 +70,8 @@ pub const TRIGGER_TYPES: &[&str] = &[
     "kafka",
     #[cfg(feature = "eventhubs")]
     "eventhubs",
+    #[cfg(feature = "rabbitmq")]
+    "rabbitmq",
 ];
 
 /// The output types this build has.
@@ -78,6 +86,8 @@ pub const OUTPUT_TYPES: &[&str] = &[
     "kafka",
     #[cfg(feature = "eventhubs")]
     "eventhubs",
+    #[cfg(feature = "rabbitmq")]
+    "rabbitmq",
 ];
 
 impl<'de> Deserialize<'de> for TriggerConfig {
@@ -94,6 +104,8 @@ impl<'de> Deserialize<'de> for TriggerConfig {
             "kafka" => tagged::from_value(rest).map(Self::Kafka),
             #[cfg(feature = "eventhubs")]
             "eventhubs" => tagged::from_value(rest).map(Self::Eventhubs),
+            #[cfg(feature = "rabbitmq")]
+            "rabbitmq" => tagged::from_value(rest).map(Self::Rabbitmq),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -113,6 +125,8 @@ impl<'de> Deserialize<'de> for OutputConfig {
             "kafka" => tagged::from_value(rest).map(Self::Kafka),
             #[cfg(feature = "eventhubs")]
             "eventhubs" => tagged::from_value(rest).map(Self::Eventhubs),
+            #[cfg(feature = "rabbitmq")]
+            "rabbitmq" => tagged::from_value(rest).map(Self::Rabbitmq),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -132,6 +146,8 @@ impl TriggerConfig {
             Self::Kafka(_) => "kafka",
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(_) => "eventhubs",
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(_) => "rabbitmq",
         }
     }
 
@@ -192,6 +208,8 @@ impl TriggerConfig {
             Self::Kafka(c) => c.build(cx),
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(c) => c.build(cx),
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(c) => c.build(cx),
         }
     }
 }
@@ -210,6 +228,8 @@ impl OutputConfig {
             Self::Kafka(_) => "kafka",
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(_) => "eventhubs",
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(_) => "rabbitmq",
         }
     }
 
@@ -245,6 +265,8 @@ impl OutputConfig {
             Self::Kafka(c) => Arc::new(c.build()?),
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(c) => Arc::new(c.build()?),
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(c) => Arc::new(c.build()?),
         })
     }
 }

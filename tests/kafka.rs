@@ -131,6 +131,67 @@ async fn ten_thousand_records_over_three_partitions_in_order_none_lost() {
         ),
         N as f64
     );
+    // The group's lag is reported, and reaches 0 once everything is committed.
+    let mut lag = None;
+    for _ in 0..60 {
+        let m = g.metrics().await;
+        if m.contains("switchyard_trigger_backlog{pipeline=\"k\"}") {
+            lag = Some(metric_value(
+                &m,
+                "switchyard_trigger_backlog",
+                &[("pipeline", "k")],
+            ));
+            if lag == Some(0.0) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(lag, Some(0.0), "backlog metric");
+}
+
+#[tokio::test]
+async fn batches_hold_records_of_one_partition() {
+    const N: usize = 300;
+    let s = Setup::new(3).await;
+    produce(&s.input, values(N, serde_json::json!({})), 30).await;
+    let yaml = s.yaml(3).replace(
+        "    max_in_flight: 32\n",
+        "    max_in_flight: 64\n    batch: { max_events: 10, max_wait: 50ms }\n",
+    );
+    let g = Gateway::start(&yaml).await;
+    let mut seen = std::collections::HashSet::new();
+    eventually(60, "every record in some batch", || {
+        seen.clear();
+        for call in g.function_log() {
+            let batch: Vec<serde_json::Value> =
+                serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+            for e in batch {
+                seen.insert(e["data"]["n"].as_u64().unwrap());
+            }
+        }
+        seen.len() == N
+    })
+    .await;
+    let calls = g.function_log();
+    assert!(calls.len() < N / 2, "{} calls for {N} records", calls.len());
+    for call in &calls {
+        assert_eq!(
+            call["headers"]["content-type"],
+            "application/cloudevents-batch+json"
+        );
+        let batch: Vec<serde_json::Value> =
+            serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+        assert!(batch.len() <= 10);
+        let parts: std::collections::HashSet<_> =
+            batch.iter().map(|e| e["kafkapartition"].clone()).collect();
+        assert_eq!(parts.len(), 1, "a batch spans partitions: {parts:?}");
+        let offs: Vec<i64> = batch
+            .iter()
+            .map(|e| e["kafkaoffset"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(offs.windows(2).all(|w| w[0] < w[1]), "batch out of order");
+    }
 }
 
 #[tokio::test]
@@ -193,6 +254,13 @@ async fn sigkill_mid_stream_loses_nothing_and_repeats_at_most_the_in_flight_boun
     // offset commit in progress.
     eprintln!("duplicates after SIGKILL: {dups}");
     assert!(dups <= 64, "{dups} duplicates");
+    let pids: std::collections::HashSet<_> =
+        g.function_log().iter().map(|r| r["pid"].as_u64()).collect();
+    assert_eq!(
+        pids.len(),
+        2,
+        "the restarted gateway (and its function) did part of the work"
+    );
 }
 
 #[tokio::test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod rabbitmq;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,83 @@
+//! Config of the `rabbitmq` trigger and output.
+
+use schemars::JsonSchema;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use switchyard_sdk::config::{Duration, Secret};
+use switchyard_sdk::Template;
+
+/// `type: rabbitmq` trigger: consume a queue with manual acks.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqTriggerConfig {
+    /// `amqp://user:password@host:5672/vhost` (`%2f` is the default vhost). Never logged.
+    pub url: Secret,
+    /// The queue to consume.
+    pub queue: String,
+    /// Unacknowledged messages the broker may hand out at once: the in-flight bound.
+    #[serde(default = "default_prefetch")]
+    pub prefetch: u16,
+    /// Declare the queue (and bind it) at start.
+    #[serde(default)]
+    pub declare: Option<Declare>,
+}
+
+fn default_prefetch() -> u16 {
+    64
+}
+
+/// Queue declaration.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Declare {
+    /// Survive a broker restart.
+    #[serde(default = "yes")]
+    pub durable: bool,
+    /// Queue arguments, e.g. `x-dead-letter-exchange`, `x-queue-type: quorum`.
+    #[serde(default)]
+    pub arguments: BTreeMap<String, serde_json::Value>,
+    /// Bindings to exchanges (declared elsewhere).
+    #[serde(default)]
+    pub bindings: Vec<Binding>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A queue binding.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Binding {
+    /// The exchange.
+    pub exchange: String,
+    /// The routing key (a pattern for topic exchanges; ignored by fanout and headers).
+    #[serde(default)]
+    pub routing_key: String,
+    /// Binding arguments (`x-match` and the headers to match, for headers exchanges).
+    #[serde(default)]
+    pub arguments: BTreeMap<String, serde_json::Value>,
+}
+
+/// `type: rabbitmq` output: publish to an exchange with publisher confirms.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RabbitMqOutputConfig {
+    /// `amqp://user:password@host:5672/vhost`. Never logged.
+    pub url: Secret,
+    /// The exchange; `""` is the default exchange (routing key = queue name).
+    #[serde(default)]
+    pub exchange: String,
+    /// The routing key (a template).
+    pub routing_key: Template,
+    /// Ask the broker to return unroutable messages; a returned message is a failed write.
+    #[serde(default)]
+    pub mandatory: bool,
+    /// How long to wait for the broker's confirm.
+    #[serde(default = "default_timeout")]
+    pub timeout: Duration,
+}
+
+fn default_timeout() -> Duration {
+    Duration::from_secs(30)
+}

@@ -1,0 +1,295 @@
+//! The `rabbitmq` trigger: manual acks after delivery, `prefetch` as the in-flight bound, and a
+//! reconnect loop of its own.
+//!
+//! Reconnecting is done here rather than by lapin's auto-recovery: a delivery's ack is bound to
+//! the channel it came on, so after a reconnect an old ack can only fail (the broker then
+//! redelivers the message) and never acknowledge a different message.
+
+use crate::config::RabbitMqTriggerConfig;
+use crate::{amqp_text, describe, field_table};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{Channel, Connection, ConnectionProperties};
+use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_sdk::error::BuildError;
+use switchyard_sdk::event::{Event, TriggerEvent};
+use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
+
+impl RabbitMqTriggerConfig {
+    /// Build the trigger.
+    pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
+        if self.queue.is_empty() {
+            return Err(BuildError::invalid("queue", "must not be empty"));
+        }
+        if self.prefetch == 0 {
+            return Err(BuildError::invalid("prefetch", "must be at least 1"));
+        }
+        let config = self.clone();
+        cx.health.not_ready("connecting to rabbitmq");
+        Ok(Trigger::task(Box::pin(run(config, cx))))
+    }
+}
+
+async fn connect(
+    config: &RabbitMqTriggerConfig,
+    pipeline: &str,
+) -> Result<(Connection, Channel), lapin::Error> {
+    let conn = Connection::connect(
+        config.url.expose(),
+        ConnectionProperties::default()
+            .with_connection_name(format!("switchyard-{pipeline}").into()),
+    )
+    .await?;
+    let channel = conn.create_channel().await?;
+    channel
+        .basic_qos(config.prefetch, BasicQosOptions::default())
+        .await?;
+    if let Some(d) = &config.declare {
+        channel
+            .queue_declare(
+                ShortString::from(config.queue.as_str()),
+                QueueDeclareOptions {
+                    durable: d.durable,
+                    ..QueueDeclareOptions::default()
+                },
+                field_table(&d.arguments),
+            )
+            .await?;
+        for b in &d.bindings {
+            channel
+                .queue_bind(
+                    ShortString::from(config.queue.as_str()),
+                    ShortString::from(b.exchange.as_str()),
+                    ShortString::from(b.routing_key.as_str()),
+                    QueueBindOptions::default(),
+                    field_table(&b.arguments),
+                )
+                .await?;
+        }
+    }
+    Ok((conn, channel))
+}
+
+async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), BoxError> {
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut backoff = Duration::from_millis(200);
+    tokio::spawn(report_backlog(config.clone(), cx.clone()));
+    'reconnect: loop {
+        if cx.shutdown.is_cancelled() {
+            break;
+        }
+        let (conn, channel) = match connect(&config, &cx.pipeline).await {
+            Ok(c) => c,
+            Err(e) => {
+                cx.health.not_ready(format!("rabbitmq: {}", describe(&e)));
+                tracing::warn!(pipeline = %cx.pipeline, error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, "cannot connect to rabbitmq");
+                tokio::select! {
+                    _ = cx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        let tag = format!("switchyard-{}-{}", cx.pipeline, std::process::id());
+        let mut consumer = match channel
+            .basic_consume(
+                ShortString::from(config.queue.as_str()),
+                ShortString::from(tag.as_str()),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                cx.health.not_ready(format!("rabbitmq: {}", describe(&e)));
+                tracing::warn!(pipeline = %cx.pipeline, queue = %config.queue, error = %describe(&e), "cannot consume");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        tracing::info!(pipeline = %cx.pipeline, queue = %config.queue, prefetch = config.prefetch, "consuming");
+        cx.health.ready();
+        backoff = Duration::from_millis(200);
+        loop {
+            let next = tokio::select! {
+                _ = cx.shutdown.cancelled() => {
+                    let _ = channel.basic_cancel(ShortString::from(tag.as_str()), BasicCancelOptions::default()).await;
+                    break 'reconnect;
+                }
+                n = consumer.next() => n,
+            };
+            let delivery = match next {
+                Some(Ok(d)) => d,
+                Some(Err(e)) => {
+                    tracing::warn!(pipeline = %cx.pipeline, error = %describe(&e), "rabbitmq connection lost; reconnecting (unacked messages are redelivered)");
+                    cx.health.not_ready(format!("rabbitmq: {}", describe(&e)));
+                    let _ = conn.close(0, ShortString::from("reconnecting")).await;
+                    continue 'reconnect;
+                }
+                None => {
+                    tracing::warn!(pipeline = %cx.pipeline, "rabbitmq consumer closed; reconnecting");
+                    cx.health.not_ready("rabbitmq consumer closed");
+                    let _ = conn.close(0, ShortString::from("reconnecting")).await;
+                    continue 'reconnect;
+                }
+            };
+            let event = to_event(&cx.pipeline, &config.queue, &delivery);
+            let acker = delivery.acker;
+            pending.fetch_add(1, Ordering::SeqCst);
+            let p = pending.clone();
+            let ack = Ack::new(move |status: EventStatus| {
+                tokio::spawn(async move {
+                    let r = match status {
+                        s if s.is_settled() => acker.ack(BasicAckOptions::default()).await,
+                        // Failed for good with no dead letter: the queue's DLX takes it.
+                        EventStatus::Rejected { .. } => {
+                            acker.reject(BasicRejectOptions { requeue: false }).await
+                        }
+                        // Not finished: back to the queue for another try.
+                        _ => {
+                            acker
+                                .nack(BasicNackOptions {
+                                    requeue: true,
+                                    ..Default::default()
+                                })
+                                .await
+                        }
+                    };
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "ack on a closed channel; the broker redelivers the message");
+                    }
+                    p.fetch_sub(1, Ordering::SeqCst);
+                });
+            });
+            if cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
+                break 'reconnect;
+            }
+        }
+    }
+    // Drain: wait for the acks of what is in flight, then close.
+    while pending.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(pipeline = %cx.pipeline, "rabbitmq consumer closed");
+    Ok(())
+}
+
+fn to_event(pipeline: &str, queue: &str, d: &lapin::message::Delivery) -> Event {
+    let props = &d.properties;
+    let id = match props.message_id() {
+        Some(id) if !id.as_str().is_empty() => id.as_str().to_string(),
+        _ => {
+            // Stable across redeliveries: a hash of exchange, routing key and body.
+            let mut h = Sha256::new();
+            h.update(d.exchange.as_str().as_bytes());
+            h.update([0]);
+            h.update(d.routing_key.as_str().as_bytes());
+            h.update([0]);
+            h.update(&d.data);
+            hex::encode(&h.finalize()[..16])
+        }
+    };
+    let content_type = props
+        .content_type()
+        .as_ref()
+        .map(|c| c.as_str().to_string())
+        .or_else(|| sniff_json(&d.data));
+    let mut event = Event::new(
+        id,
+        Event::source_for(pipeline, "rabbitmq", queue),
+        "switchyard.rabbitmq.message",
+    )
+    .with_data(d.data.clone(), content_type);
+    if let Some(ts) = props.timestamp() {
+        if let Some(t) = chrono::DateTime::from_timestamp(*ts as i64, 0) {
+            event.time = t;
+        }
+    }
+    let rk = d.routing_key.as_str().to_string();
+    if !rk.is_empty() {
+        event.subject = Some(rk.clone());
+    }
+    event.set_extension("rabbitmqroutingkey", rk.clone());
+    event.set_extension("rabbitmqexchange", d.exchange.as_str());
+    event.set_extension("rabbitmqredelivered", d.redelivered.to_string());
+    if let Some(headers) = props.headers() {
+        let mut m = serde_json::Map::new();
+        for (k, v) in headers.inner() {
+            let text = amqp_text(v);
+            if let Some(attr) = k
+                .as_str()
+                .strip_prefix("cloudEvents:")
+                .or_else(|| k.as_str().strip_prefix("cloudEvents_"))
+            {
+                if attr == "traceparent"
+                    || !matches!(attr, "specversion" | "id" | "source" | "type" | "time")
+                {
+                    event.set_extension(attr, text.clone());
+                }
+            }
+            m.insert(k.as_str().to_string(), text.into());
+        }
+        event.metadata.insert("Headers".into(), m.into());
+    }
+    event.partition = Some(queue.to_string());
+    event.key = Some(rk);
+    event
+}
+
+fn sniff_json(data: &[u8]) -> Option<String> {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
+    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
+        .then(|| "application/json".to_string())
+}
+
+/// `switchyard_trigger_backlog`: the queue's ready message count, every 10 s.
+async fn report_backlog(config: RabbitMqTriggerConfig, cx: TriggerContext) {
+    let gauge = metrics::gauge!("switchyard_trigger_backlog", "pipeline" => cx.pipeline.clone());
+    let mut conn: Option<(Connection, Channel)> = None;
+    loop {
+        tokio::select! {
+            _ = cx.shutdown.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        if conn.as_ref().is_none_or(|(c, _)| !c.status().connected()) {
+            conn = async {
+                let c = Connection::connect(config.url.expose(), ConnectionProperties::default())
+                    .await
+                    .ok()?;
+                let ch = c.create_channel().await.ok()?;
+                Some((c, ch))
+            }
+            .await;
+        }
+        if let Some((_, ch)) = &conn {
+            let passive = QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            };
+            match ch
+                .queue_declare(
+                    ShortString::from(config.queue.as_str()),
+                    passive,
+                    FieldTable::default(),
+                )
+                .await
+            {
+                Ok(q) => gauge.set(q.message_count() as f64),
+                Err(_) => conn = None,
+            }
+        }
+    }
+    if let Some((c, _)) = conn {
+        let _ = c.close(0, ShortString::from("bye")).await;
+    }
+}
