@@ -32,6 +32,9 @@ pub enum TriggerConfig {
     /// A RabbitMQ queue, manual acks.
     #[cfg(feature = "rabbitmq")]
     Rabbitmq(switchyard_rabbitmq::RabbitMqTriggerConfig),
+    /// A NATS core subject (at most once) or a JetStream durable (at least once).
+    #[cfg(feature = "nats")]
+    Nats(switchyard_nats::NatsTriggerConfig),
 }
 
 /// Where a function's return values (or dead letters) go.
@@ -56,6 +59,9 @@ pub enum OutputConfig {
     /// Publish to a RabbitMQ exchange with publisher confirms.
     #[cfg(feature = "rabbitmq")]
     Rabbitmq(switchyard_rabbitmq::RabbitMqOutputConfig),
+    /// Publish to NATS, or to JetStream awaiting the PubAck.
+    #[cfg(feature = "nats")]
+    Nats(switchyard_nats::NatsOutputConfig),
 }
 
 /// The trigger types this build has.
@@ -72,6 +78,8 @@ pub const TRIGGER_TYPES: &[&str] = &[
     "eventhubs",
     #[cfg(feature = "rabbitmq")]
     "rabbitmq",
+    #[cfg(feature = "nats")]
+    "nats",
 ];
 
 /// The output types this build has.
@@ -88,6 +96,8 @@ pub const OUTPUT_TYPES: &[&str] = &[
     "eventhubs",
     #[cfg(feature = "rabbitmq")]
     "rabbitmq",
+    #[cfg(feature = "nats")]
+    "nats",
 ];
 
 impl<'de> Deserialize<'de> for TriggerConfig {
@@ -106,6 +116,8 @@ impl<'de> Deserialize<'de> for TriggerConfig {
             "eventhubs" => tagged::from_value(rest).map(Self::Eventhubs),
             #[cfg(feature = "rabbitmq")]
             "rabbitmq" => tagged::from_value(rest).map(Self::Rabbitmq),
+            #[cfg(feature = "nats")]
+            "nats" => tagged::from_value(rest).map(Self::Nats),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -127,6 +139,8 @@ impl<'de> Deserialize<'de> for OutputConfig {
             "eventhubs" => tagged::from_value(rest).map(Self::Eventhubs),
             #[cfg(feature = "rabbitmq")]
             "rabbitmq" => tagged::from_value(rest).map(Self::Rabbitmq),
+            #[cfg(feature = "nats")]
+            "nats" => tagged::from_value(rest).map(Self::Nats),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -148,6 +162,8 @@ impl TriggerConfig {
             Self::Eventhubs(_) => "eventhubs",
             #[cfg(feature = "rabbitmq")]
             Self::Rabbitmq(_) => "rabbitmq",
+            #[cfg(feature = "nats")]
+            Self::Nats(_) => "nats",
         }
     }
 
@@ -190,6 +206,8 @@ impl TriggerConfig {
             Self::Kafka(k) => switchyard_kafka::config::check_trigger(k),
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(e) => e.check(),
+            #[cfg(feature = "nats")]
+            Self::Nats(n) => switchyard_nats::config::check_trigger(n),
             #[allow(unreachable_patterns)]
             _ => Vec::new(),
         }
@@ -210,6 +228,8 @@ impl TriggerConfig {
             Self::Eventhubs(c) => c.build(cx),
             #[cfg(feature = "rabbitmq")]
             Self::Rabbitmq(c) => c.build(cx),
+            #[cfg(feature = "nats")]
+            Self::Nats(c) => c.build(cx),
         }
     }
 }
@@ -230,6 +250,8 @@ impl OutputConfig {
             Self::Eventhubs(_) => "eventhubs",
             #[cfg(feature = "rabbitmq")]
             Self::Rabbitmq(_) => "rabbitmq",
+            #[cfg(feature = "nats")]
+            Self::Nats(_) => "nats",
         }
     }
 
@@ -267,6 +289,8 @@ impl OutputConfig {
             Self::Eventhubs(c) => Arc::new(c.build()?),
             #[cfg(feature = "rabbitmq")]
             Self::Rabbitmq(c) => Arc::new(c.build()?),
+            #[cfg(feature = "nats")]
+            Self::Nats(c) => Arc::new(c.build()?),
         })
     }
 }

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod kafka;
+pub mod nats;
 pub mod rabbitmq;
 
 use std::io::Read;

@@ -1,0 +1,104 @@
+//! The `nats` output: core publish (flushed), or JetStream publish awaiting the PubAck with a
+//! `Nats-Msg-Id` header so JetStream deduplicates a repeated write.
+
+use crate::config::NatsOutputConfig;
+use async_nats::HeaderMap;
+use async_trait::async_trait;
+use switchyard_sdk::error::{BuildError, OutputError};
+use switchyard_sdk::{Output, Record};
+use tokio::sync::OnceCell;
+
+/// Publishes values; connects on first use and reconnects by itself.
+pub struct NatsOutput {
+    config: NatsOutputConfig,
+    client: OnceCell<async_nats::Client>,
+}
+
+impl NatsOutputConfig {
+    /// Build the output.
+    pub fn build(&self) -> Result<NatsOutput, BuildError> {
+        Ok(NatsOutput {
+            config: self.clone(),
+            client: OnceCell::new(),
+        })
+    }
+}
+
+fn err(e: impl std::error::Error + Send + Sync + 'static) -> OutputError {
+    OutputError::Connect {
+        source: Box::new(e),
+    }
+}
+
+impl NatsOutput {
+    async fn client(&self) -> Result<&async_nats::Client, OutputError> {
+        self.client
+            .get_or_try_init(|| async {
+                async_nats::ConnectOptions::new()
+                    .name("switchyard-output")
+                    .connect(self.config.url.expose())
+                    .await
+                    .map_err(err)
+            })
+            .await
+    }
+}
+
+#[async_trait]
+impl Output for NatsOutput {
+    async fn write(&self, record: &Record) -> Result<(), OutputError> {
+        let client = self.client().await?.clone();
+        let subject = self.config.subject.render(record);
+        let mut headers = HeaderMap::new();
+        headers.insert("ce-specversion", "1.0");
+        headers.insert("ce-id", record.id.as_str());
+        headers.insert("ce-source", record.source.as_str());
+        headers.insert("ce-type", record.ty.as_str());
+        headers.insert(
+            "ce-time",
+            record
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                .as_str(),
+        );
+        if let Some(s) = &record.subject {
+            headers.insert("ce-subject", s.as_str());
+        }
+        for (k, v) in &record.extensions {
+            headers.insert(format!("ce-{k}").as_str(), v.as_str());
+        }
+        if let Some(ct) = &record.content_type {
+            headers.insert("Content-Type", ct.as_str());
+        }
+        let timeout = self.config.timeout.get();
+        let work = async {
+            if self.config.jetstream {
+                headers.insert("Nats-Msg-Id", record.id.as_str());
+                let js = async_nats::jetstream::new(client);
+                js.publish_with_headers(subject, headers, record.data.clone())
+                    .await
+                    .map_err(err)?
+                    .await
+                    .map_err(err)?;
+            } else {
+                client
+                    .publish_with_headers(subject, headers, record.data.clone())
+                    .await
+                    .map_err(err)?;
+                client.flush().await.map_err(err)?;
+            }
+            Ok(())
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                Err(OutputError::Connect {
+                    source: "no answer from nats within the timeout".into(),
+                })
+            })
+    }
+
+    async fn healthcheck(&self) -> Result<(), OutputError> {
+        self.client().await.map(|_| ())
+    }
+}

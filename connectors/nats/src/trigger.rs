@@ -1,0 +1,282 @@
+//! The `nats` trigger: a core subscription, or a JetStream durable pull consumer.
+
+use crate::config::{check_trigger, JetStreamTrigger, NatsTriggerConfig};
+use async_nats::jetstream::consumer::{pull, AckPolicy};
+use async_nats::jetstream::{self, AckKind};
+use futures::StreamExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use switchyard_sdk::error::BuildError;
+use switchyard_sdk::event::{Event, TriggerEvent};
+use switchyard_sdk::health::HealthHandle;
+use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
+use tokio_util::sync::CancellationToken;
+
+impl NatsTriggerConfig {
+    /// Build the trigger.
+    pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
+        if let Some((k, m)) = check_trigger(self).into_iter().next() {
+            return Err(BuildError::invalid(k, m));
+        }
+        let config = self.clone();
+        cx.health.not_ready("connecting to nats");
+        Ok(Trigger::task(Box::pin(async move {
+            let health = cx.health.clone();
+            let client = crate::connect(
+                config.url.expose(),
+                format!("switchyard-{}", cx.pipeline),
+                move |e| report(&health, &e),
+            )
+            .await?;
+            match &config.jetstream {
+                Some(js) => run_jetstream(client, js.clone(), cx).await,
+                None => run_core(client, &config, cx).await,
+            }
+        })))
+    }
+}
+
+fn report(health: &HealthHandle, e: &async_nats::Event) {
+    match e {
+        async_nats::Event::Connected => health.ready(),
+        async_nats::Event::Disconnected => {
+            tracing::warn!("nats connection lost; reconnecting");
+            health.not_ready("nats: disconnected, reconnecting")
+        }
+        other => tracing::debug!(event = %other, "nats event"),
+    }
+}
+
+fn event_from(pipeline: &str, entity: &str, id: String, m: &async_nats::Message) -> Event {
+    let content_type = m
+        .headers
+        .as_ref()
+        .and_then(|h| h.get("Content-Type").map(|v| v.as_str().to_string()))
+        .or_else(|| sniff_json(&m.payload));
+    let mut event = Event::new(
+        id,
+        Event::source_for(pipeline, "nats", entity),
+        "switchyard.nats.message",
+    )
+    .with_data(m.payload.clone(), content_type);
+    event.subject = Some(m.subject.to_string());
+    event.partition = Some(entity.to_string());
+    event.key = Some(m.subject.to_string());
+    if let Some(h) = &m.headers {
+        let mut map = serde_json::Map::new();
+        for (k, vs) in h.iter() {
+            let v = vs.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(",");
+            let key: &str = k.as_ref();
+            if let Some(attr) = key.strip_prefix("ce-").or_else(|| key.strip_prefix("Ce-")) {
+                if !matches!(
+                    attr,
+                    "specversion" | "id" | "source" | "type" | "time" | "subject"
+                ) {
+                    event.set_extension(attr, v.clone());
+                }
+            }
+            map.insert(k.to_string(), v.into());
+        }
+        event.metadata.insert("Headers".into(), map.into());
+    }
+    event
+}
+
+fn sniff_json(data: &[u8]) -> Option<String> {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
+    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
+        .then(|| "application/json".to_string())
+}
+
+/// Core NATS: at most once; there is nothing to acknowledge.
+async fn run_core(
+    client: async_nats::Client,
+    config: &NatsTriggerConfig,
+    cx: TriggerContext,
+) -> Result<(), BoxError> {
+    let subject = config.subject.clone().unwrap_or_default();
+    let mut sub = match &config.queue_group {
+        Some(g) => client.queue_subscribe(subject.clone(), g.clone()).await?,
+        None => client.subscribe(subject.clone()).await?,
+    };
+    cx.health.ready();
+    tracing::info!(pipeline = %cx.pipeline, subject, "subscribed (core NATS: at most once)");
+    let mut n: u64 = 0;
+    loop {
+        let m = tokio::select! {
+            _ = cx.shutdown.cancelled() => break,
+            m = sub.next() => match m { Some(m) => m, None => break },
+        };
+        n += 1;
+        // No broker id exists for a core message: the connection-local sequence stands in.
+        let id = format!("{}/{}/{n}", subject, std::process::id());
+        let event = event_from(&cx.pipeline, &subject, id, &m);
+        if cx
+            .events
+            .send(TriggerEvent::new(event, Ack::none()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let _ = sub.unsubscribe().await;
+    Ok(())
+}
+
+async fn run_jetstream(
+    client: async_nats::Client,
+    js_cfg: JetStreamTrigger,
+    cx: TriggerContext,
+) -> Result<(), BoxError> {
+    let js = jetstream::new(client);
+    let pending = Arc::new(AtomicUsize::new(0));
+    let mut backoff = Duration::from_millis(200);
+    let mut backlog_started = false;
+    'consumer: loop {
+        if cx.shutdown.is_cancelled() {
+            break;
+        }
+        let consumer = match consumer(&js, &js_cfg).await {
+            Ok(c) => c,
+            Err(e) => {
+                cx.health.not_ready(format!("jetstream: {e}"));
+                tracing::warn!(pipeline = %cx.pipeline, stream = %js_cfg.stream, error = %e, "cannot get the consumer; retrying");
+                tokio::select! {
+                    _ = cx.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        if !backlog_started {
+            tokio::spawn(report_backlog(consumer.clone(), cx.clone()));
+            backlog_started = true;
+        }
+        let mut messages = match consumer.messages().await {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(pipeline = %cx.pipeline, error = %e, "cannot start pulling; retrying");
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        cx.health.ready();
+        backoff = Duration::from_millis(200);
+        tracing::info!(pipeline = %cx.pipeline, stream = %js_cfg.stream, durable = %js_cfg.durable, "pulling");
+        loop {
+            let next = tokio::select! {
+                _ = cx.shutdown.cancelled() => break 'consumer,
+                n = messages.next() => n,
+            };
+            let msg = match next {
+                Some(Ok(m)) => m,
+                Some(Err(e)) => {
+                    // Missed heartbeats and the like arrive as errors: log and keep going.
+                    tracing::debug!(pipeline = %cx.pipeline, error = %e, "jetstream pull");
+                    continue;
+                }
+                None => continue 'consumer,
+            };
+            let (id, delivered) = match msg.info() {
+                Ok(i) => (format!("{}/{}", i.stream, i.stream_sequence), i.delivered),
+                Err(_) => continue,
+            };
+            let mut event = event_from(&cx.pipeline, &js_cfg.stream, id, &msg.message);
+            if let Ok(i) = msg.info() {
+                event.time = i.published;
+            }
+            event.set_extension("natsdelivered", delivered.to_string());
+            // Long calls: tell the server the message is still being worked on.
+            let working = CancellationToken::new();
+            let msg = Arc::new(msg);
+            tokio::spawn(keep_alive(
+                msg.clone(),
+                js_cfg.ack_wait.get(),
+                working.clone(),
+            ));
+            pending.fetch_add(1, Ordering::SeqCst);
+            let p = pending.clone();
+            let ack = Ack::new(move |status: EventStatus| {
+                working.cancel();
+                tokio::spawn(async move {
+                    let kind = match status {
+                        s if s.is_settled() => AckKind::Ack,
+                        // Failed for good, no dead letter: never deliver it again.
+                        EventStatus::Rejected { .. } => AckKind::Term,
+                        // Not finished: deliver it again a little later.
+                        _ => AckKind::Nak(Some(Duration::from_secs(1))),
+                    };
+                    if let Err(e) = msg.ack_with(kind).await {
+                        tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
+                    }
+                    p.fetch_sub(1, Ordering::SeqCst);
+                });
+            });
+            if cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
+                break 'consumer;
+            }
+        }
+    }
+    while pending.load(Ordering::SeqCst) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::info!(pipeline = %cx.pipeline, "jetstream consumer closed");
+    Ok(())
+}
+
+async fn consumer(
+    js: &jetstream::Context,
+    c: &JetStreamTrigger,
+) -> Result<jetstream::consumer::Consumer<pull::Config>, BoxError> {
+    let stream = if c.create {
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: c.stream.clone(),
+            subjects: c.subjects.clone(),
+            ..Default::default()
+        })
+        .await?
+    } else {
+        js.get_stream(&c.stream).await?
+    };
+    let config = pull::Config {
+        durable_name: Some(c.durable.clone()),
+        ack_policy: AckPolicy::Explicit,
+        ack_wait: c.ack_wait.get(),
+        max_deliver: c.max_deliver,
+        filter_subject: c.filter_subject.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    Ok(stream.get_or_create_consumer(&c.durable, config).await?)
+}
+
+async fn keep_alive(msg: Arc<jetstream::Message>, ack_wait: Duration, done: CancellationToken) {
+    let every = (ack_wait / 3).max(Duration::from_millis(500));
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep(every) => {
+                let _ = msg.ack_with(AckKind::Progress).await;
+            }
+        }
+    }
+}
+
+/// `switchyard_trigger_backlog`: the durable's pending count, every 10 s.
+async fn report_backlog(
+    mut consumer: jetstream::consumer::Consumer<pull::Config>,
+    cx: TriggerContext,
+) {
+    let gauge = metrics::gauge!("switchyard_trigger_backlog", "pipeline" => cx.pipeline.clone());
+    loop {
+        tokio::select! {
+            _ = cx.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        if let Ok(info) = consumer.info().await {
+            gauge.set(info.num_pending as f64);
+        }
+    }
+}
