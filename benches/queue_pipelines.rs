@@ -1,0 +1,318 @@
+//! Benchmark: RabbitMQ queue → echo function → RabbitMQ queue, and JetStream → echo function →
+//! JetStream, each beside the broker's raw publish rate (with publisher confirms / PubAcks) and
+//! raw consume rate (with acks), measured in the same run.
+//!
+//! Needs the brokers of `scripts/services` (`scripts/bench` starts them).
+//! Knob: BENCH_MESSAGES (default 50000).
+
+use async_nats::jetstream::{self, consumer::pull, stream};
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Connection, ConnectionProperties};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const AMQP: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+const NATS: &str = "nats://127.0.0.1:4222";
+
+fn unique(p: &str) -> String {
+    format!("bench{p}{}", uuid::Uuid::new_v4().simple())
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    format!("{{\"n\":{i},\"pad\":\"{}\"}}", "x".repeat(200)).into_bytes()
+}
+
+async fn rabbit_declare(q: &str) {
+    let c = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = c.create_channel().await.unwrap();
+    ch.queue_declare(
+        ShortString::from(q),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+}
+
+/// Publish `n` persistent messages with confirms (1000 outstanding at most); messages/s.
+async fn rabbit_publish(q: &str, n: usize) -> f64 {
+    let c = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = c.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut pending = Vec::new();
+    for i in 0..n {
+        pending.push(
+            ch.basic_publish(
+                ShortString::from(""),
+                ShortString::from(q),
+                BasicPublishOptions::default(),
+                &payload(i),
+                BasicProperties::default()
+                    .with_delivery_mode(2)
+                    .with_content_type(ShortString::from("application/json")),
+            )
+            .await
+            .unwrap(),
+        );
+        if pending.len() >= 1000 {
+            for p in pending.drain(..) {
+                p.await.unwrap();
+            }
+        }
+    }
+    for p in pending {
+        p.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Consume and ack `n` messages (prefetch 256); messages/s from the first to the last.
+async fn rabbit_consume(q: &str, n: usize) -> (f64, usize) {
+    let c = Connection::connect(AMQP, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = c.create_channel().await.unwrap();
+    ch.basic_qos(256, Default::default()).await.unwrap();
+    let mut consumer = ch
+        .basic_consume(
+            ShortString::from(q),
+            ShortString::from(""),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut got = 0;
+    let mut first = None;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(60), consumer.next()).await {
+            Ok(Some(Ok(d))) => {
+                first.get_or_insert_with(Instant::now);
+                d.acker.ack(BasicAckOptions::default()).await.unwrap();
+                got += 1;
+            }
+            _ => break,
+        }
+    }
+    (
+        got as f64
+            / first
+                .map(|f| f.elapsed().as_secs_f64())
+                .unwrap_or(f64::INFINITY),
+        got,
+    )
+}
+
+async fn js_stream(name: &str) -> jetstream::Context {
+    let js = jetstream::new(async_nats::connect(NATS).await.unwrap());
+    js.create_stream(stream::Config {
+        name: name.into(),
+        subjects: vec![format!("{name}.>")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    js
+}
+
+/// Publish `n` messages awaiting PubAcks (1000 outstanding at most); messages/s.
+async fn js_publish(js: &jetstream::Context, subject: &str, n: usize) -> f64 {
+    let started = Instant::now();
+    let mut acks = Vec::new();
+    for i in 0..n {
+        acks.push(
+            js.publish(subject.to_string(), payload(i).into())
+                .await
+                .unwrap(),
+        );
+        if acks.len() >= 1000 {
+            for a in acks.drain(..) {
+                a.await.unwrap();
+            }
+        }
+    }
+    for a in acks {
+        a.await.unwrap();
+    }
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Pull and ack `n` messages with a durable-like consumer; messages/s from first to last.
+async fn js_consume(js: &jetstream::Context, name: &str, n: usize) -> (f64, usize) {
+    let s = js.get_stream(name).await.unwrap();
+    let consumer = s
+        .create_consumer(pull::Config {
+            durable_name: Some(unique("reader")),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer.messages().await.unwrap();
+    let mut got = 0;
+    let mut first = None;
+    while got < n {
+        match tokio::time::timeout(Duration::from_secs(60), msgs.next()).await {
+            Ok(Some(Ok(m))) => {
+                first.get_or_insert_with(Instant::now);
+                m.ack().await.unwrap();
+                got += 1;
+            }
+            Ok(Some(Err(_))) => {}
+            _ => break,
+        }
+    }
+    (
+        got as f64
+            / first
+                .map(|f| f.elapsed().as_secs_f64())
+                .unwrap_or(f64::INFINITY),
+        got,
+    )
+}
+
+async fn rust_echo() -> SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/",
+        post(
+            |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
+                let ct = headers
+                    .get("content-type")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("application/octet-stream")
+                    .to_string();
+                ([("content-type", ct)], body)
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn hwm(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+        / 1024.0
+}
+
+fn start_gateway(
+    dir: &std::path::Path,
+    function: SocketAddr,
+    pipeline: &str,
+) -> std::process::Child {
+    let yaml = format!(
+        "admin: {{ listen: \"127.0.0.1:{}\" }}\nfunctions:\n  echo: {{ url: \"http://{function}/\", concurrency: 64 }}\npipelines:\n  bench:\n{pipeline}",
+        free_port()
+    );
+    let cfg = dir.join("switchyard.yaml");
+    std::fs::write(&cfg, yaml).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["run", "-c"])
+        .arg(&cfg)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn stop(mut child: std::process::Child) {
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let _ = child.wait();
+}
+
+#[tokio::main]
+async fn main() {
+    let n: usize = std::env::var("BENCH_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50_000);
+    let function = rust_echo().await;
+    let dir = tempfile::tempdir().unwrap();
+    println!("switchyard queue benchmark: {n} messages of about 210 bytes, 2 cores, echo function in-process");
+    println!();
+    println!("| broker | raw publish (confirmed)/s | raw consume (acked)/s | switchyard end to end/s | vs raw consume | vs raw publish | gateway peak RSS MiB |");
+    println!("|---|---|---|---|---|---|---|");
+
+    // RabbitMQ.
+    let (rin, rout) = (unique("in"), unique("out"));
+    rabbit_declare(&rin).await;
+    rabbit_declare(&rout).await;
+    let pub_rate = rabbit_publish(&rin, n).await;
+    let raw_in = unique("raw");
+    rabbit_declare(&raw_in).await;
+    rabbit_publish(&raw_in, n).await;
+    let (con_rate, _) = rabbit_consume(&raw_in, n).await;
+    let g = start_gateway(
+        dir.path(),
+        function,
+        &format!(
+            "    trigger: {{ type: rabbitmq, url: \"{AMQP}\", queue: {rin}, prefetch: 256 }}\n    function: echo\n    outputs:\n      - {{ name: out, type: rabbitmq, url: \"{AMQP}\", routing_key: {rout} }}\n"
+        ),
+    );
+    let (e2e, got) = rabbit_consume(&rout, n).await;
+    let mem = hwm(g.id());
+    stop(g);
+    assert_eq!(got, n, "rabbitmq: {got} of {n} arrived");
+    println!(
+        "| RabbitMQ queue → echo → queue | {pub_rate:.0} | {con_rate:.0} | {e2e:.0} | {:.2} | {:.2} | {mem:.1} |",
+        e2e / con_rate,
+        e2e / pub_rate
+    );
+
+    // JetStream.
+    let (sin, sout, sraw) = (unique("IN"), unique("OUT"), unique("RAW"));
+    let js = js_stream(&sin).await;
+    js_stream(&sout).await;
+    js_stream(&sraw).await;
+    let jpub = js_publish(&js, &format!("{sin}.x"), n).await;
+    js_publish(&js, &format!("{sraw}.x"), n).await;
+    let (jcon, _) = js_consume(&js, &sraw, n).await;
+    let g = start_gateway(
+        dir.path(),
+        function,
+        &format!(
+            "    trigger: {{ type: nats, url: \"{NATS}\", jetstream: {{ stream: {sin}, durable: gw }} }}\n    function: echo\n    outputs:\n      - {{ name: out, type: nats, url: \"{NATS}\", subject: \"{sout}.y\", jetstream: true }}\n"
+        ),
+    );
+    let (je2e, got) = js_consume(&js, &sout, n).await;
+    let mem = hwm(g.id());
+    stop(g);
+    assert_eq!(got, n, "jetstream: {got} of {n} arrived");
+    println!(
+        "| JetStream → echo → JetStream | {jpub:.0} | {jcon:.0} | {je2e:.0} | {:.2} | {:.2} | {mem:.1} |",
+        je2e / jcon,
+        je2e / jpub
+    );
+}
