@@ -11,7 +11,9 @@
 //!
 //! Knobs: BENCH_REQUESTS (default 20000), BENCH_CONCURRENCY (default 32).
 
-use std::net::SocketAddr;
+mod common;
+
+use common::{free_port, mem_mib, rust_echo};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,36 +82,6 @@ async fn load(client: &reqwest::Client, url: &str, ce_headers: bool, n: usize, c
     }
 }
 
-/// The fastest function there is: echo the body back.
-async fn rust_echo() -> SocketAddr {
-    use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/",
-        post(
-            |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                let ct = headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/octet-stream")
-                    .to_string();
-                ([("content-type", ct)], body)
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 async fn wait_for(client: &reqwest::Client, url: &str) {
     for _ in 0..400 {
         if let Ok(r) = client.get(url).send().await {
@@ -120,15 +92,6 @@ async fn wait_for(client: &reqwest::Client, url: &str) {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("{url} never became ready");
-}
-
-fn proc_status(pid: u32, key: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
 }
 
 struct Gateway {
@@ -236,8 +199,8 @@ async fn main() {
             load(&client, &ingress, false, 500.min(requests), c).await;
             let via = load(&client, &ingress, false, requests, c).await;
             let pid = g.child.id();
-            let hwm = proc_status(pid, "VmHWM:") as f64 / 1024.0;
-            let rss = proc_status(pid, "VmRSS:") as f64 / 1024.0;
+            let hwm = mem_mib(pid, "VmHWM:");
+            let rss = mem_mib(pid, "VmRSS:");
             let mut child = g.child;
             unsafe {
                 libc::kill(pid as i32, libc::SIGTERM);

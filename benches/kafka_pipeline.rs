@@ -4,6 +4,9 @@
 //! Needs the broker of `scripts/services` on 127.0.0.1:9092 (`scripts/bench` starts it).
 //! Knobs: BENCH_RECORDS (default 100000), BENCH_RECORD_BYTES (default 256).
 
+mod common;
+
+use common::{free_port, mem_mib, rust_echo};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -96,27 +99,6 @@ fn raw_consume(topic: &str, n: usize, timeout: Duration) -> (f64, usize) {
     (got as f64 / secs, got)
 }
 
-async fn rust_echo() -> SocketAddr {
-    use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/",
-        post(
-            |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                let ct = headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/octet-stream")
-                    .to_string();
-                ([("content-type", ct)], body)
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
 /// The function's own ceiling: `n` direct calls, `c` at a time, records/s.
 async fn raw_function(function: SocketAddr, n: usize, c: usize, size: usize) -> f64 {
     let client = reqwest::Client::builder()
@@ -147,24 +129,6 @@ async fn raw_function(function: SocketAddr, n: usize, c: usize, size: usize) -> 
         t.await.unwrap();
     }
     (n / c * c) as f64 / started.elapsed().as_secs_f64()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn vm(pid: u32, key: &str) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
 }
 
 /// Run the gateway over `input` (already filled with `n` records) until the output topic has
@@ -214,7 +178,7 @@ pipelines:
         "gateway run took {:.1} s in all",
         started.elapsed().as_secs_f64()
     );
-    let hwm = vm(pid, "VmHWM:");
+    let hwm = mem_mib(pid, "VmHWM:");
     unsafe {
         libc::kill(pid as i32, libc::SIGTERM);
     }

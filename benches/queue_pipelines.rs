@@ -5,7 +5,10 @@
 //! Needs the brokers of `scripts/services` (`scripts/bench` starts them).
 //! Knob: BENCH_MESSAGES (default 50000).
 
+mod common;
+
 use async_nats::jetstream::{self, consumer::pull, stream};
+use common::{free_port, mem_mib, rust_echo};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -186,45 +189,6 @@ async fn js_consume(js: &jetstream::Context, name: &str, n: usize) -> (f64, usiz
     )
 }
 
-async fn rust_echo() -> SocketAddr {
-    use axum::routing::post;
-    let app = axum::Router::new().route(
-        "/",
-        post(
-            |headers: axum::http::HeaderMap, body: axum::body::Bytes| async move {
-                let ct = headers
-                    .get("content-type")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("application/octet-stream")
-                    .to_string();
-                ([("content-type", ct)], body)
-            },
-        ),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    addr
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn hwm(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-        / 1024.0
-}
-
 fn start_gateway(
     dir: &std::path::Path,
     function: SocketAddr,
@@ -282,7 +246,7 @@ async fn main() {
         ),
     );
     let (e2e, got) = rabbit_consume(&rout, n).await;
-    let mem = hwm(g.id());
+    let mem = mem_mib(g.id(), "VmHWM:");
     stop(g);
     assert_eq!(got, n, "rabbitmq: {got} of {n} arrived");
     println!(
@@ -307,7 +271,7 @@ async fn main() {
         ),
     );
     let (je2e, got) = js_consume(&js, &sout, n).await;
-    let mem = hwm(g.id());
+    let mem = mem_mib(g.id(), "VmHWM:");
     stop(g);
     assert_eq!(got, n, "jetstream: {got} of {n} arrived");
     println!(

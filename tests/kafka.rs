@@ -76,16 +76,6 @@ fn offsets_by_partition(g: &Gateway) -> HashMap<String, Vec<i64>> {
     m
 }
 
-fn values(n: usize, extra: serde_json::Value) -> Vec<serde_json::Value> {
-    (0..n)
-        .map(|i| {
-            let mut v = extra.clone();
-            v["n"] = i.into();
-            v
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn ten_thousand_records_over_three_partitions_in_order_none_lost() {
     const N: usize = 10_000;

@@ -9,16 +9,6 @@ use common::*;
 use lapin::types::FieldTable;
 use std::time::Duration;
 
-fn values(n: usize, extra: serde_json::Value) -> Vec<serde_json::Value> {
-    (0..n)
-        .map(|i| {
-            let mut v = extra.clone();
-            v["n"] = i.into();
-            v
-        })
-        .collect()
-}
-
 const FUNCTION: &str = "
 functions:
   f: { command: [python3, \"{testfn}\"], timeout: 5s, concurrency: 16 }
@@ -219,4 +209,77 @@ async fn two_instances_share_one_durable() {
     let (na, nb) = (a.function_log().len(), b.function_log().len());
     assert!(na > N / 10 && nb > N / 10, "a handled {na}, b {nb}");
     assert_eq!(na + nb, N, "each message handled once");
+}
+
+#[tokio::test]
+async fn long_calls_keep_their_message_with_in_progress_acks() {
+    // ack_wait is 2 s and the call takes 4 s: without in-progress acks the server would
+    // redeliver the message, and the function would see it twice.
+    let (stream, out) = (unique("JSW"), unique("out"));
+    common::nats::create_stream(&stream).await;
+    rmq::declare(&out, FieldTable::default()).await;
+    common::nats::publish(
+        &format!("{stream}.x"),
+        values(3, serde_json::json!({ "sleep_ms": 4000 })),
+    )
+    .await;
+    let yaml = js_to_rabbit(&stream, &out, None, 1).replace("ack_wait: 5s", "ack_wait: 2s");
+    let g = Gateway::start(&yaml).await;
+    let got = read_rabbit(&out, 3, 30).await;
+    assert_eq!(distinct_and_duplicates(&got, "n"), (3, 0));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(g.function_log().len(), 3, "each long call happened once");
+}
+
+#[tokio::test]
+async fn core_nats_subjects_flow_at_most_once() {
+    use futures::StreamExt;
+    let prefix = unique("core");
+    let yaml = format!(
+        "{FUNCTION}
+pipelines:
+  c:
+    trigger: {{ type: nats, url: \"{url}\", subject: \"{prefix}.ping\", queue_group: gw }}
+    function: f
+    outputs:
+      - {{ name: out, type: nats, url: \"{url}\", subject: \"{prefix}.pong\" }}
+",
+        url = common::nats::URL
+    );
+    let g = Gateway::start(&yaml).await;
+    let client = async_nats::connect(common::nats::URL).await.unwrap();
+    let mut pongs = client.subscribe(format!("{prefix}.pong")).await.unwrap();
+    client.flush().await.unwrap();
+    for n in 0..200 {
+        client
+            .publish(
+                format!("{prefix}.ping"),
+                serde_json::json!({ "n": n }).to_string().into(),
+            )
+            .await
+            .unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut got = std::collections::HashSet::new();
+    while got.len() < 200 {
+        match tokio::time::timeout(Duration::from_secs(20), pongs.next()).await {
+            Ok(Some(m)) => {
+                let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+                got.insert(v["n"].as_u64().unwrap());
+                assert_eq!(
+                    m.headers
+                        .as_ref()
+                        .and_then(|h| h.get("ce-specversion"))
+                        .map(|v| v.as_str()),
+                    Some("1.0")
+                );
+            }
+            _ => break,
+        }
+    }
+    assert_eq!(got.len(), 200, "no loss on a healthy local server");
+    assert_eq!(
+        g.function_log()[0]["headers"]["ce-type"],
+        "switchyard.nats.message"
+    );
 }

@@ -54,16 +54,6 @@ pipelines:
     }
 }
 
-fn values(n: usize, extra: serde_json::Value) -> Vec<serde_json::Value> {
-    (0..n)
-        .map(|i| {
-            let mut v = extra.clone();
-            v["n"] = i.into();
-            v
-        })
-        .collect()
-}
-
 async fn read_all(queue: &str, n: usize, secs: u64) -> Vec<serde_json::Value> {
     consume_until(queue, Duration::from_secs(secs), |v| {
         distinct_and_duplicates(v, "n").0 >= n

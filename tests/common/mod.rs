@@ -10,6 +10,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+/// `n` copies of `extra`, each with `"n": i` (the test function's event shape).
+pub fn values(n: usize, extra: serde_json::Value) -> Vec<serde_json::Value> {
+    (0..n)
+        .map(|i| {
+            let mut v = extra.clone();
+            v["n"] = i.into();
+            v
+        })
+        .collect()
+}
+
 /// The test function (Python standard library only).
 pub fn testfn() -> String {
     format!("{}/tests/functions/testfn.py", env!("CARGO_MANIFEST_DIR"))
