@@ -81,9 +81,24 @@ pipelines:
     );
     let g = Gateway::start(&yaml).await;
     let first = rmq::consume_until(&out, Duration::from_secs(120), |v| v.len() >= N / 3).await;
-    tokio::task::spawn_blocking(restart_nats_server)
-        .await
-        .unwrap();
+    let restart = tokio::task::spawn_blocking(restart_nats_server);
+    // While the server is away, /readyz says so and names the trigger.
+    let mut not_ready = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = g.client.get(g.admin_url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            not_ready = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    restart.await.unwrap();
+    assert!(
+        not_ready["not_ready"]["pipelines.j.trigger"]
+            .as_str()
+            .is_some_and(|s| s.contains("nats")),
+        "readyz during the outage: {not_ready}"
+    );
     let restarted = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()

@@ -35,7 +35,23 @@ pipelines:
     let g = Gateway::start(&yaml).await;
     let first = consume_until(&output, Duration::from_secs(120), |v| v.len() >= N / 3).await;
     rabbitmqctl(&["stop_app"]);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // While the broker is away, /readyz says so and names the trigger.
+    let mut not_ready = serde_json::Value::Null;
+    for _ in 0..100 {
+        let r = g.client.get(g.admin_url("/readyz")).send().await.unwrap();
+        if r.status() == 503 {
+            not_ready = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        not_ready["not_ready"]["pipelines.r.trigger"]
+            .as_str()
+            .is_some_and(|s| s.contains("rabbitmq")),
+        "readyz during the outage: {not_ready}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
     rabbitmqctl(&["start_app"]);
     rabbitmqctl(&["await_startup"]);
     let restarted = std::time::SystemTime::now()
