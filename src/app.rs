@@ -104,11 +104,12 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
         };
         let pipeline: Arc<str> = Arc::from(name.as_str());
         let retry = Arc::new(p.retry.clone());
-        let policy = RetryPolicy::new(
-            retry.clone(),
-            pipeline.clone(),
-            Arc::from(p.function.as_str()),
+        let metrics = crate::telemetry::PipelineMetrics::new(
+            name,
+            &p.function,
+            outputs.iter().map(|o| o.name.as_str()),
         );
+        let policy = RetryPolicy::new(retry.clone(), pipeline.clone(), metrics.retry.clone());
         let batch = p.batch.max_events > 1;
         let delivery = Arc::new(Delivery {
             pipeline: pipeline.clone(),
@@ -125,6 +126,7 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
                 .into(),
             outputs,
             dead_letter,
+            metrics,
         });
         let max_events = p.batch.max_events.max(1);
         let limits = engine::dispatch::Limits {

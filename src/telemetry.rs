@@ -78,3 +78,75 @@ pub fn init_tracing(format: LogFormat) {
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }
+
+/// The metric handles of one pipeline, registered once, so the hot path does no label
+/// allocation or registry lookup.
+#[derive(Clone)]
+pub struct PipelineMetrics {
+    /// `switchyard_invocations_total{outcome="success"}`
+    pub success: metrics::Counter,
+    /// `switchyard_invocations_total{outcome="failed"}`
+    pub failed: metrics::Counter,
+    /// `switchyard_invocations_total{outcome="retry"}`
+    pub retry: metrics::Counter,
+    /// `switchyard_invocation_duration_seconds`
+    pub duration: metrics::Histogram,
+    /// `switchyard_dead_letters_total`
+    pub dead_letters: metrics::Counter,
+    /// `switchyard_events_rejected_total`
+    pub rejected: metrics::Counter,
+    /// `switchyard_events_abandoned_total`
+    pub abandoned: metrics::Counter,
+    outputs: std::collections::HashMap<String, [metrics::Counter; 3]>,
+}
+
+/// How an output write ended.
+#[derive(Debug, Clone, Copy)]
+pub enum OutputOutcome {
+    /// Confirmed.
+    Success = 0,
+    /// Failed, will be retried.
+    Retry = 1,
+    /// Failed for good.
+    Failed = 2,
+}
+
+impl PipelineMetrics {
+    /// Register the handles of `pipeline` calling `function` with these outputs (the dead
+    /// letter counts as an output named `dead_letter`).
+    pub fn new<'a>(
+        pipeline: &str,
+        function: &str,
+        outputs: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        let inv = |outcome: &'static str| metrics::counter!(INVOCATIONS, "pipeline" => pipeline.to_string(), "function" => function.to_string(), "outcome" => outcome);
+        let p = || pipeline.to_string();
+        let out = |name: &str, outcome: &'static str| metrics::counter!(OUTPUTS, "pipeline" => pipeline.to_string(), "output" => name.to_string(), "outcome" => outcome);
+        Self {
+            success: inv("success"),
+            failed: inv("failed"),
+            retry: inv("retry"),
+            duration: metrics::histogram!(INVOCATION_DURATION, "pipeline" => p(), "function" => function.to_string()),
+            dead_letters: metrics::counter!(DEAD_LETTERS, "pipeline" => p()),
+            rejected: metrics::counter!(EVENTS_REJECTED, "pipeline" => p()),
+            abandoned: metrics::counter!(EVENTS_ABANDONED, "pipeline" => p()),
+            outputs: outputs
+                .into_iter()
+                .chain(["dead_letter"])
+                .map(|n| {
+                    (
+                        n.to_string(),
+                        [out(n, "success"), out(n, "retry"), out(n, "failed")],
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Count an output write.
+    pub fn output(&self, name: &str, outcome: OutputOutcome) {
+        if let Some(c) = self.outputs.get(name) {
+            c[outcome as usize].increment(1);
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 use crate::config::RetryConfig;
 use crate::invoker::{retry, Answer, FunctionService, Invocation, InvokeError, Target, Value};
-use crate::telemetry;
+use crate::telemetry::{OutputOutcome, PipelineMetrics};
 use bytes::Bytes;
 use futures::future::join_all;
 use std::sync::Arc;
@@ -46,6 +46,8 @@ pub struct Delivery {
     pub output_names: Arc<[String]>,
     /// The dead letter, if any.
     pub dead_letter: Option<Arc<dyn Output>>,
+    /// Metric handles.
+    pub metrics: PipelineMetrics,
 }
 
 /// Why a delivery failed for good.
@@ -72,19 +74,20 @@ impl Delivery {
         );
         let started = Instant::now();
         let result = self.invoker.clone().oneshot(inv.clone()).await;
-        metrics::histogram!(telemetry::INVOCATION_DURATION, "pipeline" => self.pipeline.to_string(), "function" => self.function.to_string())
+        self.metrics
+            .duration
             .record(started.elapsed().as_secs_f64());
         tracing::trace!(id = %events[0].id, ok = result.is_ok(), "function answered");
         let outcome = match result {
             Ok(answer) => {
-                self.count_invocation("success");
+                self.metrics.success.increment(1);
                 match self.write_outputs(&answer, &events).await {
                     Ok(()) => Ok(answer),
                     Err(f) => Err(f),
                 }
             }
             Err(e) => {
-                self.count_invocation("failed");
+                self.metrics.failed.increment(1);
                 Err(failure_of(&e, inv.attempts()))
             }
         };
@@ -101,14 +104,6 @@ impl Delivery {
                 }
             }
         }
-    }
-
-    fn count_invocation(&self, outcome: &'static str) {
-        metrics::counter!(telemetry::INVOCATIONS,
-            "pipeline" => self.pipeline.to_string(),
-            "function" => self.function.to_string(),
-            "outcome" => outcome)
-        .increment(1);
     }
 
     /// Write every value to the outputs it targets, all at once; the first failure wins.
@@ -176,11 +171,11 @@ impl Delivery {
         loop {
             match out.write(record).await {
                 Ok(()) => {
-                    self.count_output(name, "success");
+                    self.metrics.output(name, OutputOutcome::Success);
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
-                    self.count_output(name, "retry");
+                    self.metrics.output(name, OutputOutcome::Retry);
                     let retry_after = match &e {
                         OutputError::Status { retry_after, .. } => *retry_after,
                         _ => None,
@@ -190,27 +185,18 @@ impl Delivery {
                     attempt += 1;
                 }
                 Err(e) => {
-                    self.count_output(name, "failed");
+                    self.metrics.output(name, OutputOutcome::Failed);
                     return Err((e, attempt));
                 }
             }
         }
     }
 
-    fn count_output(&self, name: &str, outcome: &'static str) {
-        metrics::counter!(telemetry::OUTPUTS,
-            "pipeline" => self.pipeline.to_string(),
-            "output" => name.to_string(),
-            "outcome" => outcome)
-        .increment(1);
-    }
-
     /// An event whose delivery failed for good: dead letter, else the trigger's poison rule.
     async fn fail(&self, event: &Event, f: &Failure) -> EventStatus {
         let Some(dl) = &self.dead_letter else {
             tracing::warn!(pipeline = %self.pipeline, id = %event.id, code = %f.code, attempts = f.attempts, error = %f.message, "delivery failed; no dead_letter, handing the event to the trigger's poison rule");
-            metrics::counter!(telemetry::EVENTS_REJECTED, "pipeline" => self.pipeline.to_string())
-                .increment(1);
+            self.metrics.rejected.increment(1);
             return EventStatus::Rejected {
                 error: f.message.clone(),
             };
@@ -222,15 +208,14 @@ impl Delivery {
         {
             Ok(()) => {
                 tracing::warn!(pipeline = %self.pipeline, id = %event.id, code = %f.code, attempts = f.attempts, error = %f.message, "delivery failed; event written to the dead letter");
-                metrics::counter!(telemetry::DEAD_LETTERS, "pipeline" => self.pipeline.to_string())
-                    .increment(1);
+                self.metrics.dead_letters.increment(1);
                 EventStatus::DeadLettered {
                     error: f.message.clone(),
                 }
             }
             Err((e, _)) => {
                 tracing::error!(pipeline = %self.pipeline, id = %event.id, error = %e, "dead letter refused the event; leaving it unacknowledged");
-                metrics::counter!(telemetry::EVENTS_ABANDONED, "pipeline" => self.pipeline.to_string()).increment(1);
+                self.metrics.abandoned.increment(1);
                 EventStatus::Abandoned
             }
         }

@@ -252,6 +252,7 @@ mod tests {
             }],
             output_names: vec!["out".to_string()].into(),
             dead_letter: None,
+            metrics: crate::telemetry::PipelineMetrics::new("p", "f", ["out"]),
         };
         (Arc::new(d), out)
     }

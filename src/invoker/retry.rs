@@ -2,7 +2,6 @@
 
 use super::{Answer, Invocation, InvokeError};
 use crate::config::{Backoff, RetryConfig};
-use crate::telemetry;
 use rand::Rng;
 use std::future::Future;
 use std::pin::Pin;
@@ -33,16 +32,16 @@ pub fn delay(cfg: &RetryConfig, attempt: u32, retry_after: Option<Duration>) -> 
 pub struct RetryPolicy {
     cfg: Arc<RetryConfig>,
     pipeline: Arc<str>,
-    function: Arc<str>,
+    retries: metrics::Counter,
 }
 
 impl RetryPolicy {
-    /// A policy for `pipeline` calling `function`.
-    pub fn new(cfg: Arc<RetryConfig>, pipeline: Arc<str>, function: Arc<str>) -> Self {
+    /// A policy for `pipeline`; `retries` counts the failed attempts it retries.
+    pub fn new(cfg: Arc<RetryConfig>, pipeline: Arc<str>, retries: metrics::Counter) -> Self {
         Self {
             cfg,
             pipeline,
-            function,
+            retries,
         }
     }
 }
@@ -60,11 +59,7 @@ impl tower::retry::Policy<Invocation, Answer, InvokeError> for RetryPolicy {
         if attempt >= self.cfg.max_attempts || !err.is_retryable(&self.cfg.retry_on) {
             return None;
         }
-        metrics::counter!(telemetry::INVOCATIONS,
-            "pipeline" => self.pipeline.to_string(),
-            "function" => self.function.to_string(),
-            "outcome" => "retry")
-        .increment(1);
+        self.retries.increment(1);
         let wait = delay(&self.cfg, attempt, err.retry_after());
         tracing::debug!(pipeline = %self.pipeline, attempt, error = %err, wait_ms = wait.as_millis() as u64, "retrying invocation");
         Some(Box::pin(tokio::time::sleep(wait)))
