@@ -35,6 +35,9 @@ pub enum TriggerConfig {
     /// A NATS core subject (at most once) or a JetStream durable (at least once).
     #[cfg(feature = "nats")]
     Nats(switchyard_nats::NatsTriggerConfig),
+    /// Slack's Events API, slash commands and interactivity on the ingress server.
+    #[cfg(feature = "slack")]
+    Slack(switchyard_slack::SlackTriggerConfig),
 }
 
 /// Where a function's return values (or dead letters) go.
@@ -62,6 +65,9 @@ pub enum OutputConfig {
     /// Publish to NATS, or to JetStream awaiting the PubAck.
     #[cfg(feature = "nats")]
     Nats(switchyard_nats::NatsOutputConfig),
+    /// Post a Slack message (`chat.postMessage` or an incoming webhook).
+    #[cfg(feature = "slack")]
+    Slack(switchyard_slack::SlackOutputConfig),
 }
 
 /// The trigger types this build has.
@@ -80,6 +86,8 @@ pub const TRIGGER_TYPES: &[&str] = &[
     "rabbitmq",
     #[cfg(feature = "nats")]
     "nats",
+    #[cfg(feature = "slack")]
+    "slack",
 ];
 
 /// The output types this build has.
@@ -98,6 +106,8 @@ pub const OUTPUT_TYPES: &[&str] = &[
     "rabbitmq",
     #[cfg(feature = "nats")]
     "nats",
+    #[cfg(feature = "slack")]
+    "slack",
 ];
 
 impl<'de> Deserialize<'de> for TriggerConfig {
@@ -118,6 +128,8 @@ impl<'de> Deserialize<'de> for TriggerConfig {
             "rabbitmq" => tagged::from_value(rest).map(Self::Rabbitmq),
             #[cfg(feature = "nats")]
             "nats" => tagged::from_value(rest).map(Self::Nats),
+            #[cfg(feature = "slack")]
+            "slack" => tagged::from_value(rest).map(Self::Slack),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -141,6 +153,8 @@ impl<'de> Deserialize<'de> for OutputConfig {
             "rabbitmq" => tagged::from_value(rest).map(Self::Rabbitmq),
             #[cfg(feature = "nats")]
             "nats" => tagged::from_value(rest).map(Self::Nats),
+            #[cfg(feature = "slack")]
+            "slack" => tagged::from_value(rest).map(Self::Slack),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -164,6 +178,8 @@ impl TriggerConfig {
             Self::Rabbitmq(_) => "rabbitmq",
             #[cfg(feature = "nats")]
             Self::Nats(_) => "nats",
+            #[cfg(feature = "slack")]
+            Self::Slack(_) => "slack",
         }
     }
 
@@ -184,6 +200,8 @@ impl TriggerConfig {
         match self {
             #[cfg(feature = "http")]
             Self::Http(_) => true,
+            #[cfg(feature = "slack")]
+            Self::Slack(_) => true,
             #[allow(unreachable_patterns)]
             _ => false,
         }
@@ -208,6 +226,10 @@ impl TriggerConfig {
             Self::Eventhubs(e) => e.check(),
             #[cfg(feature = "nats")]
             Self::Nats(n) => switchyard_nats::config::check_trigger(n),
+            #[cfg(feature = "slack")]
+            Self::Slack(s) if !s.path.starts_with('/') => {
+                vec![("path".into(), "must start with '/'".into())]
+            }
             #[allow(unreachable_patterns)]
             _ => Vec::new(),
         }
@@ -230,6 +252,8 @@ impl TriggerConfig {
             Self::Rabbitmq(c) => c.build(cx),
             #[cfg(feature = "nats")]
             Self::Nats(c) => c.build(cx),
+            #[cfg(feature = "slack")]
+            Self::Slack(c) => c.build(cx),
         }
     }
 }
@@ -252,6 +276,8 @@ impl OutputConfig {
             Self::Rabbitmq(_) => "rabbitmq",
             #[cfg(feature = "nats")]
             Self::Nats(_) => "nats",
+            #[cfg(feature = "slack")]
+            Self::Slack(_) => "slack",
         }
     }
 
@@ -269,6 +295,8 @@ impl OutputConfig {
             }
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(e) => e.check(),
+            #[cfg(feature = "slack")]
+            Self::Slack(s) => switchyard_slack::config::check_output(s),
             #[allow(unreachable_patterns)]
             _ => Vec::new(),
         }
@@ -291,6 +319,8 @@ impl OutputConfig {
             Self::Rabbitmq(c) => Arc::new(c.build()?),
             #[cfg(feature = "nats")]
             Self::Nats(c) => Arc::new(c.build()?),
+            #[cfg(feature = "slack")]
+            Self::Slack(c) => Arc::new(c.build()?),
         })
     }
 }

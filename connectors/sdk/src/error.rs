@@ -76,6 +76,15 @@ pub enum OutputError {
     /// The value cannot be written (bad template result, too large); retrying will not help.
     #[error("{0}")]
     Invalid(String),
+    /// The destination refused the write with an error code of its own (Slack's
+    /// `"ok": false, "error": "channel_not_found"`).
+    #[error("destination refused the write: {code}")]
+    Refused {
+        /// The destination's error code; it becomes `switchyarderrorcode`.
+        code: String,
+        /// Whether the destination's code says a later try may succeed.
+        retryable: bool,
+    },
 }
 
 impl OutputError {
@@ -86,11 +95,16 @@ impl OutputError {
             Self::Io { .. } => "io".into(),
             Self::Connect { .. } => "connection".into(),
             Self::Invalid(_) => "invalid".into(),
+            Self::Refused { code, .. } => code.clone(),
         }
     }
 
     /// Whether retrying the same write may succeed.
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Invalid(_))
+        match self {
+            Self::Invalid(_) => false,
+            Self::Refused { retryable, .. } => *retryable,
+            _ => true,
+        }
     }
 }
