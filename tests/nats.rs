@@ -196,14 +196,15 @@ async fn two_instances_share_one_durable() {
     let (stream, out) = (unique("JS2"), unique("out"));
     common::nats::create_stream(&stream).await;
     rmq::declare(&out, FieldTable::default()).await;
+    let yaml = js_to_rabbit(&stream, &out, None, 3);
+    // Both pull before the messages arrive, so neither drains the stream alone.
+    let a = Gateway::start(&yaml).await;
+    let b = Gateway::start(&yaml).await;
     common::nats::publish(
         &format!("{stream}.x"),
         values(N, serde_json::json!({ "sleep_ms": 2 })),
     )
     .await;
-    let yaml = js_to_rabbit(&stream, &out, None, 3);
-    let a = Gateway::start(&yaml).await;
-    let b = Gateway::start(&yaml).await;
     let got = read_rabbit(&out, N, 180).await;
     assert_eq!(distinct_and_duplicates(&got, "n").0, N);
     let (na, nb) = (a.function_log().len(), b.function_log().len());

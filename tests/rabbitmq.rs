@@ -170,10 +170,11 @@ async fn sigkill_mid_stream_loses_nothing_and_repeats_at_most_the_prefetch() {
 async fn two_instances_share_the_queue() {
     const N: usize = 2_000;
     let s = Setup::new().await;
-    publish(&s.input, values(N, serde_json::json!({ "sleep_ms": 2 }))).await;
     let yaml = s.yaml(3, true);
+    // Both consume before the messages arrive, so neither drains the queue alone.
     let a = Gateway::start(&yaml).await;
     let b = Gateway::start(&yaml).await;
+    publish(&s.input, values(N, serde_json::json!({ "sleep_ms": 2 }))).await;
     let out = read_all(&s.output, N, 180).await;
     assert_eq!(distinct_and_duplicates(&out, "n").0, N);
     let (na, nb) = (a.function_log().len(), b.function_log().len());
