@@ -26,6 +26,8 @@ pub enum Exit {
 pub async fn run(config: Config) -> Result<Exit, BoxError> {
     let metrics = admin::install_metrics()?;
     let health = Health::default();
+    // Components register as they are built; until every one is, the gateway is not ready.
+    let startup = health.register("startup", "starting: not every pipeline is built yet");
     let stop_functions = CancellationToken::new();
     let drain = CancellationToken::new();
 
@@ -190,6 +192,7 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
         functions = config.functions.len(),
         "switchyard running"
     );
+    startup.ready();
 
     // Wait for a signal or a trigger that fails for good.
     let exit = tokio::select! {

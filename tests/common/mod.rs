@@ -26,12 +26,18 @@ pub fn testfn() -> String {
     format!("{}/tests/functions/testfn.py", env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A free port for a gateway's admin or ingress server, taken from 20000-29999: below the
+/// kernel's ephemeral range, so it cannot collide with a port some process just got from
+/// `bind(0)` (a supervised function, a mock server, a client), and random, so tests running in
+/// parallel do not pick the same one.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    loop {
+        let r = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into().unwrap());
+        let port = 20_000 + r % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A running gateway in its own temporary folder.
@@ -161,7 +167,7 @@ impl Gateway {
             .body(body)
             .send()
             .await
-            .unwrap();
+            .unwrap_or_else(|e| panic!("POST {path}: {e}; gateway log:\n{}", self.log()));
         let status = r.status().as_u16();
         (status, r.text().await.unwrap())
     }

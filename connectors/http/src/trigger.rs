@@ -58,15 +58,8 @@ impl HttpTriggerConfig {
         let routes = Router::new()
             .route(&self.path, any(handle))
             .with_state(shared);
-        let shutdown = cx.shutdown.clone();
         cx.health.ready();
-        Ok(Trigger {
-            task: Box::pin(async move {
-                shutdown.cancelled().await;
-                Ok(())
-            }),
-            routes: Some(routes),
-        })
+        Ok(Trigger::routes(routes, cx.shutdown.clone()))
     }
 }
 
@@ -90,14 +83,10 @@ async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         );
     }
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(s.cx.body_timeout, axum::body::to_bytes(body, s.cx.max_body))
-            .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => return refuse(pipeline, StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-            Err(_) => return refuse(pipeline, StatusCode::REQUEST_TIMEOUT, "body too slow"),
-        };
+    let body = match s.cx.read_body(body).await {
+        Ok(b) => b,
+        Err((status, reason)) => return refuse(pipeline, status, reason),
+    };
     if let Some(h) = &s.config.hmac {
         let Some(sig) = parts
             .headers

@@ -38,4 +38,33 @@ impl Trigger {
     pub fn task(task: BoxFuture<'static, Result<(), BoxError>>) -> Self {
         Self { task, routes: None }
     }
+
+    /// A trigger that only serves routes on the ingress server; its task waits for shutdown.
+    pub fn routes(routes: axum::Router, shutdown: CancellationToken) -> Self {
+        Self {
+            task: Box::pin(async move {
+                shutdown.cancelled().await;
+                Ok(())
+            }),
+            routes: Some(routes),
+        }
+    }
+}
+
+impl TriggerContext {
+    /// Read an ingress request's body within `max_body` and `body_timeout`. The error is the
+    /// status to answer and the reason to count.
+    pub async fn read_body(
+        &self,
+        body: axum::body::Body,
+    ) -> Result<bytes::Bytes, (axum::http::StatusCode, &'static str)> {
+        use axum::http::StatusCode;
+        match tokio::time::timeout(self.body_timeout, axum::body::to_bytes(body, self.max_body))
+            .await
+        {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(_)) => Err((StatusCode::PAYLOAD_TOO_LARGE, "body too large")),
+            Err(_) => Err((StatusCode::REQUEST_TIMEOUT, "body too slow")),
+        }
+    }
 }

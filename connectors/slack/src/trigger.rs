@@ -59,14 +59,7 @@ impl SlackTriggerConfig {
             .route(&self.path, post(handle))
             .with_state(shared);
         cx.health.ready();
-        let shutdown = cx.shutdown.clone();
-        Ok(Trigger {
-            task: Box::pin(async move {
-                shutdown.cancelled().await;
-                Ok(())
-            }),
-            routes: Some(routes),
-        })
+        Ok(Trigger::routes(routes, cx.shutdown.clone()))
     }
 }
 
@@ -80,14 +73,10 @@ fn refuse(pipeline: &str, status: StatusCode, reason: &'static str) -> Response 
 async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let pipeline = s.cx.pipeline.as_str();
     let (parts, body) = req.into_parts();
-    let body =
-        match tokio::time::timeout(s.cx.body_timeout, axum::body::to_bytes(body, s.cx.max_body))
-            .await
-        {
-            Ok(Ok(b)) => b,
-            Ok(Err(_)) => return refuse(pipeline, StatusCode::PAYLOAD_TOO_LARGE, "body too large"),
-            Err(_) => return refuse(pipeline, StatusCode::REQUEST_TIMEOUT, "body too slow"),
-        };
+    let body = match s.cx.read_body(body).await {
+        Ok(b) => b,
+        Err((status, reason)) => return refuse(pipeline, status, reason),
+    };
     let header_str =
         |h: &HeaderMap, n: &str| h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string);
     let (Some(ts), Some(sig)) = (
