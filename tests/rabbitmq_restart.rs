@@ -36,15 +36,7 @@ pipelines:
     let first = consume_until(&output, Duration::from_secs(120), |v| v.len() >= N / 3).await;
     rabbitmqctl(&["stop_app"]);
     // While the broker is away, /readyz says so and names the trigger.
-    let mut not_ready = serde_json::Value::Null;
-    for _ in 0..100 {
-        let r = g.client.get(g.admin_url("/readyz")).send().await.unwrap();
-        if r.status() == 503 {
-            not_ready = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let not_ready = g.wait_not_ready(100, Duration::from_millis(50)).await;
     assert!(
         not_ready["not_ready"]["pipelines.r.trigger"]
             .as_str()

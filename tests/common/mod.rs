@@ -154,6 +154,24 @@ impl Gateway {
         }
     }
 
+    /// Poll `/readyz` up to `polls` times, `every` apart, until it answers 503; returns its JSON
+    /// body then, or `Null` if it never did.
+    pub async fn wait_not_ready(&self, polls: usize, every: Duration) -> serde_json::Value {
+        for _ in 0..polls {
+            let r = self
+                .client
+                .get(self.admin_url("/readyz"))
+                .send()
+                .await
+                .unwrap();
+            if r.status() == 503 {
+                return serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+            }
+            tokio::time::sleep(every).await;
+        }
+        serde_json::Value::Null
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.path("gateway.log")).unwrap_or_default()
     }
