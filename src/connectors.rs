@@ -38,6 +38,12 @@ pub enum TriggerConfig {
     /// Slack's Events API, slash commands and interactivity on the ingress server.
     #[cfg(feature = "slack")]
     Slack(switchyard_slack::SlackTriggerConfig),
+    /// An Azure Storage queue, polled; messages deleted once delivered.
+    #[cfg(feature = "azure_queue")]
+    AzureQueue(switchyard_azure_storage::AzureQueueTriggerConfig),
+    /// New and changed blobs in an Azure Storage container, each version once.
+    #[cfg(feature = "azure_blob")]
+    AzureBlob(switchyard_azure_storage::AzureBlobTriggerConfig),
 }
 
 /// Where a function's return values (or dead letters) go.
@@ -68,6 +74,12 @@ pub enum OutputConfig {
     /// Post a Slack message (`chat.postMessage` or an incoming webhook).
     #[cfg(feature = "slack")]
     Slack(switchyard_slack::SlackOutputConfig),
+    /// Put a message on an Azure Storage queue.
+    #[cfg(feature = "azure_queue")]
+    AzureQueue(switchyard_azure_storage::AzureQueueOutputConfig),
+    /// Write a blob to an Azure Storage container.
+    #[cfg(feature = "azure_blob")]
+    AzureBlob(switchyard_azure_storage::AzureBlobOutputConfig),
 }
 
 /// The trigger types this build has.
@@ -88,6 +100,10 @@ pub const TRIGGER_TYPES: &[&str] = &[
     "nats",
     #[cfg(feature = "slack")]
     "slack",
+    #[cfg(feature = "azure_queue")]
+    "azure_queue",
+    #[cfg(feature = "azure_blob")]
+    "azure_blob",
 ];
 
 /// The output types this build has.
@@ -108,6 +124,10 @@ pub const OUTPUT_TYPES: &[&str] = &[
     "nats",
     #[cfg(feature = "slack")]
     "slack",
+    #[cfg(feature = "azure_queue")]
+    "azure_queue",
+    #[cfg(feature = "azure_blob")]
+    "azure_blob",
 ];
 
 impl<'de> Deserialize<'de> for TriggerConfig {
@@ -130,6 +150,10 @@ impl<'de> Deserialize<'de> for TriggerConfig {
             "nats" => tagged::from_value(rest).map(Self::Nats),
             #[cfg(feature = "slack")]
             "slack" => tagged::from_value(rest).map(Self::Slack),
+            #[cfg(feature = "azure_queue")]
+            "azure_queue" => tagged::from_value(rest).map(Self::AzureQueue),
+            #[cfg(feature = "azure_blob")]
+            "azure_blob" => tagged::from_value(rest).map(Self::AzureBlob),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -155,6 +179,10 @@ impl<'de> Deserialize<'de> for OutputConfig {
             "nats" => tagged::from_value(rest).map(Self::Nats),
             #[cfg(feature = "slack")]
             "slack" => tagged::from_value(rest).map(Self::Slack),
+            #[cfg(feature = "azure_queue")]
+            "azure_queue" => tagged::from_value(rest).map(Self::AzureQueue),
+            #[cfg(feature = "azure_blob")]
+            "azure_blob" => tagged::from_value(rest).map(Self::AzureBlob),
             _ => unreachable!("split_type checked the type"),
         }
     }
@@ -180,6 +208,10 @@ impl TriggerConfig {
             Self::Nats(_) => "nats",
             #[cfg(feature = "slack")]
             Self::Slack(_) => "slack",
+            #[cfg(feature = "azure_queue")]
+            Self::AzureQueue(_) => "azure_queue",
+            #[cfg(feature = "azure_blob")]
+            Self::AzureBlob(_) => "azure_blob",
         }
     }
 
@@ -230,6 +262,10 @@ impl TriggerConfig {
             Self::Slack(s) if !s.path.starts_with('/') => {
                 vec![("path".into(), "must start with '/'".into())]
             }
+            #[cfg(feature = "azure_queue")]
+            Self::AzureQueue(q) => switchyard_azure_storage::config::check_queue_trigger(q),
+            #[cfg(feature = "azure_blob")]
+            Self::AzureBlob(b) => switchyard_azure_storage::config::check_blob_trigger(b),
             #[allow(unreachable_patterns)]
             _ => Vec::new(),
         }
@@ -254,6 +290,10 @@ impl TriggerConfig {
             Self::Nats(c) => c.build(cx),
             #[cfg(feature = "slack")]
             Self::Slack(c) => c.build(cx),
+            #[cfg(feature = "azure_queue")]
+            Self::AzureQueue(c) => c.build(cx),
+            #[cfg(feature = "azure_blob")]
+            Self::AzureBlob(c) => c.build(cx),
         }
     }
 }
@@ -278,6 +318,10 @@ impl OutputConfig {
             Self::Nats(_) => "nats",
             #[cfg(feature = "slack")]
             Self::Slack(_) => "slack",
+            #[cfg(feature = "azure_queue")]
+            Self::AzureQueue(_) => "azure_queue",
+            #[cfg(feature = "azure_blob")]
+            Self::AzureBlob(_) => "azure_blob",
         }
     }
 
@@ -297,6 +341,10 @@ impl OutputConfig {
             Self::Eventhubs(e) => e.check(),
             #[cfg(feature = "slack")]
             Self::Slack(s) => switchyard_slack::config::check_output(s),
+            #[cfg(feature = "azure_queue")]
+            Self::AzureQueue(q) => switchyard_azure_storage::config::check_queue_output(q),
+            #[cfg(feature = "azure_blob")]
+            Self::AzureBlob(b) => switchyard_azure_storage::config::check_blob_output(b),
             #[allow(unreachable_patterns)]
             _ => Vec::new(),
         }
@@ -321,6 +369,10 @@ impl OutputConfig {
             Self::Nats(c) => Arc::new(c.build()?),
             #[cfg(feature = "slack")]
             Self::Slack(c) => Arc::new(c.build()?),
+            #[cfg(feature = "azure_queue")]
+            Self::AzureQueue(c) => Arc::new(c.build()?),
+            #[cfg(feature = "azure_blob")]
+            Self::AzureBlob(c) => Arc::new(c.build()?),
         })
     }
 }

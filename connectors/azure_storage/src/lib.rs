@@ -1,0 +1,169 @@
+//! The Azure Storage connectors, on the official Azure SDK for Rust crates
+//! (`azure_storage_queue`, `azure_storage_blob` 1.x):
+//!
+//! - `azure_queue` trigger: polls with `batch_size` and `visibility_timeout`, backs off while
+//!   the queue is empty, extends the visibility of messages the function is still working on,
+//!   deletes a message once delivered, moves it to `<queue>-poison` after `max_dequeue_count`.
+//! - `azure_queue` output: puts a message and waits for the service's answer.
+//! - `azure_blob` trigger: scans a container (one instance at a time, under a blob lease), page by
+//!   page, and delivers each blob version (name + ETag) once, with receipts kept in the account.
+//! - `azure_blob` output: writes a blob at a path template.
+//!
+//! Connection strings (account key, SAS, `UseDevelopmentStorage=true`) are parsed here and
+//! account keys are applied by [`auth::SharedKeyPolicy`]: the 1.x crates take neither.
+
+pub mod auth;
+pub mod blob_output;
+pub mod blob_trigger;
+pub mod config;
+pub mod connection;
+pub mod queue_output;
+pub mod queue_trigger;
+
+pub use config::{
+    AzureBlobOutputConfig, AzureBlobTriggerConfig, AzureQueueOutputConfig, AzureQueueTriggerConfig,
+    Encoding,
+};
+
+use azure_core::http::{ClientOptions, RetryOptions, Transport};
+use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
+use azure_storage_queue::{QueueClient, QueueClientOptions};
+use connection::{Account, Credential, Service};
+use std::sync::OnceLock;
+use switchyard_sdk::error::BuildError;
+use switchyard_sdk::OutputError;
+
+/// One HTTP client for every storage client of the process, so connections are reused.
+fn transport() -> Transport {
+    static T: OnceLock<Transport> = OnceLock::new();
+    T.get_or_init(|| {
+        Transport::new(azure_core::http::new_http_client(Some(
+            azure_core::http::HttpClientOptions {
+                automatic_decompression: false,
+            },
+        )))
+    })
+    .clone()
+}
+
+/// Client options: the shared transport, no SDK retries (the engine and the triggers retry
+/// with their own backoff), and the shared key policy when the account has a key.
+fn client_options(account: &Account) -> ClientOptions {
+    let mut o = ClientOptions {
+        transport: Some(transport()),
+        retry: RetryOptions::none(),
+        ..Default::default()
+    };
+    if let Credential::SharedKey { account, key } = &account.credential {
+        o.per_try_policies
+            .push(auth::SharedKeyPolicy::new(account, key));
+    }
+    o
+}
+
+/// Parse a connection string and apply an `endpoint` override for `service`.
+pub fn account(
+    connection_string: &str,
+    endpoint: Option<&str>,
+    service: Service,
+) -> Result<Account, BuildError> {
+    let a = Account::parse(connection_string)
+        .map_err(|e| BuildError::invalid("connection_string", e.to_string()))?;
+    match endpoint {
+        Some(e) => a
+            .with_endpoint(service, e)
+            .map_err(|e| BuildError::invalid("endpoint", e.to_string())),
+        None => Ok(a),
+    }
+}
+
+/// A client for one queue.
+pub fn queue_client(account: &Account, queue: &str) -> Result<QueueClient, BuildError> {
+    let options = QueueClientOptions {
+        client_options: client_options(account),
+        ..Default::default()
+    };
+    QueueClient::new(
+        account.entity_url(Service::Queue, queue),
+        None,
+        Some(options),
+    )
+    .map_err(|e| BuildError::invalid("queue", e.to_string()))
+}
+
+/// A client for one container.
+pub fn container_client(
+    account: &Account,
+    container: &str,
+) -> Result<BlobContainerClient, BuildError> {
+    let options = BlobContainerClientOptions {
+        client_options: client_options(account),
+        ..Default::default()
+    };
+    BlobContainerClient::new(
+        account.entity_url(Service::Blob, container),
+        None,
+        Some(options),
+    )
+    .map_err(|e| BuildError::invalid("container", e.to_string()))
+}
+
+/// The service's HTTP status and error code, when the error is an answer of the service.
+pub(crate) fn service_error(e: &azure_core::Error) -> Option<(u16, String)> {
+    match e.kind() {
+        azure_core::error::ErrorKind::HttpResponse {
+            status, error_code, ..
+        } => Some((
+            u16::from(*status),
+            error_code.clone().unwrap_or_else(|| status.to_string()),
+        )),
+        _ => None,
+    }
+}
+
+/// A short description of an error, for logs and readiness (never a URL with a SAS).
+pub(crate) fn describe(e: &azure_core::Error) -> String {
+    match service_error(e) {
+        Some((status, code)) => format!("storage answered {status} {code}"),
+        None => format!("cannot reach storage: {}", e.kind()),
+    }
+}
+
+/// A failed write as an [`OutputError`].
+pub(crate) fn output_error(e: azure_core::Error) -> OutputError {
+    match service_error(&e) {
+        Some((status, code)) => OutputError::Status {
+            status,
+            message: code,
+            retry_after: None,
+        },
+        None => OutputError::Connect {
+            source: describe(&e).into(),
+        },
+    }
+}
+
+/// Run a storage call with a deadline.
+pub(crate) async fn with_timeout<T>(
+    timeout: std::time::Duration,
+    f: impl std::future::Future<Output = azure_core::Result<T>>,
+) -> azure_core::Result<T> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => r,
+        Err(_) => Err(azure_core::Error::with_message(
+            azure_core::error::ErrorKind::Io,
+            "no answer from storage within the timeout",
+        )),
+    }
+}
+
+/// A timestamp of the SDK as chrono.
+pub(crate) fn to_chrono(
+    t: &azure_core::time::OffsetDateTime,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let n = t.unix_timestamp_nanos();
+    chrono::DateTime::from_timestamp(
+        n.div_euclid(1_000_000_000) as i64,
+        n.rem_euclid(1_000_000_000) as u32,
+    )
+}
