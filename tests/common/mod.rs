@@ -1,6 +1,7 @@
 //! End-to-end harness: runs the real switchyard binary with a real Python function process.
 #![allow(dead_code)]
 
+pub mod azure;
 pub mod kafka;
 pub mod nats;
 pub mod rabbitmq;

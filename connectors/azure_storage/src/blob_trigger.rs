@@ -119,6 +119,7 @@ async fn run(s: Arc<Scanner>, cx: TriggerContext) -> Result<(), BoxError> {
     let mut backoff = Duration::from_millis(200);
     let holder = uuid::Uuid::new_v4().to_string();
     let mut announced_standby = false;
+    let mut lease_failing = crate::Once::default();
     'outer: loop {
         if cx.shutdown.is_cancelled() {
             break;
@@ -140,7 +141,10 @@ async fn run(s: Arc<Scanner>, cx: TriggerContext) -> Result<(), BoxError> {
             }
             Err(e) => {
                 cx.health.not_ready(format!("azure blob: {}", describe(&e)));
-                tracing::warn!(pipeline = %s.pipeline, error = %describe(&e), retry_in_ms = backoff.as_millis() as u64, "cannot take the scan lease");
+                let why = describe(&e);
+                if lease_failing.fails(&why) {
+                    tracing::warn!(pipeline = %s.pipeline, error = %why, "cannot take the scan lease; retrying with backoff");
+                }
                 tokio::select! {
                     _ = cx.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(backoff) => {}
@@ -150,6 +154,7 @@ async fn run(s: Arc<Scanner>, cx: TriggerContext) -> Result<(), BoxError> {
             }
         };
         announced_standby = false;
+        lease_failing.ok();
         backoff = Duration::from_millis(200);
         tracing::info!(pipeline = %s.pipeline, container = %s.config.container, "scan lease taken; scanning");
         let lost = CancellationToken::new();
@@ -160,6 +165,7 @@ async fn run(s: Arc<Scanner>, cx: TriggerContext) -> Result<(), BoxError> {
             cx.shutdown.clone(),
         ));
         let mut pass = Pass::default();
+        let mut failing = crate::Once::default();
         loop {
             if lost.is_cancelled() {
                 tracing::warn!(pipeline = %s.pipeline, "scan lease lost; standing by");
@@ -168,6 +174,9 @@ async fn run(s: Arc<Scanner>, cx: TriggerContext) -> Result<(), BoxError> {
             let more = match scan_page(&s, &cx, &mut pass).await {
                 Ok(more) => {
                     cx.health.ready();
+                    if failing.ok() {
+                        tracing::info!(pipeline = %s.pipeline, "listing again");
+                    }
                     more
                 }
                 Err(e) => {
@@ -178,7 +187,9 @@ async fn run(s: Arc<Scanner>, cx: TriggerContext) -> Result<(), BoxError> {
                         _ => describe(&e),
                     };
                     cx.health.not_ready(format!("azure blob: {why}"));
-                    tracing::warn!(pipeline = %s.pipeline, error = %why, "cannot list blobs");
+                    if failing.fails(&why) {
+                        tracing::warn!(pipeline = %s.pipeline, error = %why, "cannot list blobs; retrying every poll_interval (logged again when the error changes)");
+                    }
                     false
                 }
             };

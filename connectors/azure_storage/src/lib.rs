@@ -167,3 +167,25 @@ pub(crate) fn to_chrono(
         n.rem_euclid(1_000_000_000) as u32,
     )
 }
+
+/// Logs a repeating failure once, and again only when it changes or clears.
+#[derive(Default)]
+pub(crate) struct Once {
+    last: Option<String>,
+}
+
+impl Once {
+    /// Whether `why` is new (log it); repeats are not.
+    pub(crate) fn fails(&mut self, why: &str) -> bool {
+        if self.last.as_deref() == Some(why) {
+            return false;
+        }
+        self.last = Some(why.to_string());
+        true
+    }
+
+    /// Whether a failure just cleared (log the recovery).
+    pub(crate) fn ok(&mut self) -> bool {
+        self.last.take().is_some()
+    }
+}

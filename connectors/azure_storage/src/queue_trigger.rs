@@ -79,6 +79,7 @@ async fn run(q: Arc<Shared>, cx: TriggerContext) -> Result<(), BoxError> {
     let permits = Arc::new(Semaphore::new(capacity));
     let pending = Arc::new(AtomicUsize::new(0));
     let mut idle = MIN_POLL;
+    let mut failing = crate::Once::default();
     tokio::spawn(report_backlog(q.clone(), cx.clone()));
     tracing::info!(pipeline = %cx.pipeline, queue = %q.config.queue, batch_size = batch, "polling azure queue");
     'poll: loop {
@@ -103,6 +104,9 @@ async fn run(q: Arc<Shared>, cx: TriggerContext) -> Result<(), BoxError> {
         let messages = match received.and_then(|r| r.into_model()) {
             Ok(m) => {
                 cx.health.ready();
+                if failing.ok() {
+                    tracing::info!(pipeline = %cx.pipeline, queue = %q.config.queue, "receiving again");
+                }
                 m.items.unwrap_or_default()
             }
             Err(e) => {
@@ -111,7 +115,9 @@ async fn run(q: Arc<Shared>, cx: TriggerContext) -> Result<(), BoxError> {
                     _ => describe(&e),
                 };
                 cx.health.not_ready(format!("azure queue: {why}"));
-                tracing::warn!(pipeline = %cx.pipeline, queue = %q.config.queue, error = %why, retry_in_ms = idle.as_millis() as u64, "cannot receive");
+                if failing.fails(&why) {
+                    tracing::warn!(pipeline = %cx.pipeline, queue = %q.config.queue, error = %why, "cannot receive; retrying with backoff (logged again when the error changes)");
+                }
                 drop(held);
                 tokio::select! {
                     _ = cx.shutdown.cancelled() => break,
