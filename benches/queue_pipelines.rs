@@ -2,8 +2,12 @@
 //! JetStream, each beside the broker's raw publish rate (with publisher confirms / PubAcks) and
 //! raw consume rate (with acks), measured in the same run.
 //!
+//! Then an Azure Storage queue → echo function → queue on the emulator, beside the emulator's raw
+//! put rate and raw receive+delete rate.
+//!
 //! Needs the brokers of `scripts/services` (`scripts/bench` starts them).
-//! Knob: BENCH_MESSAGES (default 50000).
+//! Knobs: BENCH_MESSAGES (default 50000), BENCH_AZURE_MESSAGES (default 5000: the emulator is
+//! one Node.js process and far slower than the brokers).
 
 mod common;
 
@@ -189,6 +193,81 @@ async fn js_consume(js: &jetstream::Context, name: &str, n: usize) -> (f64, usiz
     )
 }
 
+mod azure {
+    use azure_storage_queue::models::{
+        QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions, QueueMessage,
+    };
+    use azure_storage_queue::QueueClient;
+    use base64::Engine;
+    use futures::StreamExt;
+    use std::time::Instant;
+    use switchyard_azure_storage::connection::Service;
+
+    pub fn queue(name: &str) -> QueueClient {
+        let a =
+            switchyard_azure_storage::account("UseDevelopmentStorage=true", None, Service::Queue)
+                .unwrap();
+        switchyard_azure_storage::queue_client(&a, name).unwrap()
+    }
+
+    /// Put `n` messages (base64 of the payload), 32 requests in flight; messages/s.
+    pub async fn put(q: &QueueClient, n: usize) -> f64 {
+        q.create(None).await.unwrap();
+        let started = Instant::now();
+        futures::stream::iter(0..n)
+            .map(|i| async move {
+                let text = base64::engine::general_purpose::STANDARD.encode(super::payload(i));
+                let m = QueueMessage {
+                    message_text: Some(text),
+                };
+                q.send_message(m.try_into().unwrap(), None).await.unwrap();
+            })
+            .buffer_unordered(32)
+            .collect::<Vec<_>>()
+            .await;
+        n as f64 / started.elapsed().as_secs_f64()
+    }
+
+    /// Receive 32 at a time and delete each (all deletes of a batch at once), until `n` are
+    /// gone; messages/s. The gateway's own loop, without the function.
+    pub async fn receive_delete(q: &QueueClient, n: usize) -> f64 {
+        let started = Instant::now();
+        let mut done = 0;
+        while done < n {
+            let options = QueueClientReceiveMessagesOptions {
+                number_of_messages: Some(32),
+                visibility_timeout: Some(60),
+                ..Default::default()
+            };
+            let got = q
+                .receive_messages(Some(options))
+                .await
+                .unwrap()
+                .into_model()
+                .unwrap()
+                .items
+                .unwrap_or_default();
+            done += got.len();
+            futures::future::join_all(got.iter().map(|m| {
+                q.delete_message(
+                    m.message_id.as_deref().unwrap(),
+                    m.pop_receipt.as_deref().unwrap(),
+                    None,
+                )
+            }))
+            .await;
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    }
+
+    pub async fn count(q: &QueueClient) -> usize {
+        q.get_properties(None)
+            .await
+            .map(|r| r.approximate_messages_count().ok().flatten().unwrap_or(0) as usize)
+            .unwrap_or(0)
+    }
+}
+
 fn start_gateway(
     dir: &std::path::Path,
     function: SocketAddr,
@@ -278,5 +357,39 @@ async fn main() {
         "| JetStream → echo → JetStream | {jpub:.0} | {jcon:.0} | {je2e:.0} | {:.2} | {:.2} | {mem:.1} |",
         je2e / jcon,
         je2e / jpub
+    );
+
+    // Azure Storage queue on the emulator.
+    let an: usize = std::env::var("BENCH_AZURE_MESSAGES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5_000);
+    let (ain, aout, araw) = (unique("in"), unique("out"), unique("raw"));
+    let (qin, qout, qraw) = (azure::queue(&ain), azure::queue(&aout), azure::queue(&araw));
+    let aput = azure::put(&qin, an).await;
+    azure::put(&qraw, an).await;
+    let aget = azure::receive_delete(&qraw, an).await;
+    qout.create(None).await.unwrap();
+    let conn = "UseDevelopmentStorage=true";
+    let started = Instant::now();
+    let g = start_gateway(
+        dir.path(),
+        function,
+        &format!(
+            "    trigger: {{ type: azure_queue, connection_string: \"{conn}\", queue: {ain}, batch_size: 32, max_polling_interval: 1s }}\n    function: echo\n    outputs:\n      - {{ name: out, type: azure_queue, connection_string: \"{conn}\", queue: {aout} }}\n"
+        ),
+    );
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while azure::count(&qout).await < an {
+        assert!(Instant::now() < deadline, "azure: not all {an} arrived");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ae2e = an as f64 / started.elapsed().as_secs_f64();
+    let mem = mem_mib(g.id(), "VmHWM:");
+    stop(g);
+    println!(
+        "| Azure Storage queue (Azurite, {an} msgs) → echo → queue | {aput:.0} (put) | {aget:.0} (get+delete) | {ae2e:.0} | {:.2} | {:.2} | {mem:.1} |",
+        ae2e / aget,
+        ae2e / aput
     );
 }

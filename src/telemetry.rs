@@ -20,6 +20,12 @@ pub const EVENTS_ABANDONED: &str = "switchyard_events_abandoned_total";
 pub const EVENTS_IN_FLIGHT: &str = "switchyard_events_in_flight";
 /// Messages waiting at the source, where the broker can tell.
 pub const TRIGGER_BACKLOG: &str = "switchyard_trigger_backlog";
+/// Source messages a trigger refused before any call (too large, undecodable), by `reason`.
+/// Connectors emit it under this name.
+pub const TRIGGER_REJECTED: &str = "switchyard_trigger_rejected_total";
+/// Messages a trigger moved to its poison queue (Azure Storage). Connectors emit it under this
+/// name.
+pub const TRIGGER_POISONED: &str = "switchyard_trigger_poisoned_total";
 /// Restarts of supervised function processes.
 pub const FUNCTION_RESTARTS: &str = "switchyard_function_restarts_total";
 
@@ -51,6 +57,11 @@ pub fn describe() {
     );
     describe_gauge!(EVENTS_IN_FLIGHT, "Events held by a pipeline.");
     describe_gauge!(TRIGGER_BACKLOG, "Messages waiting at the source.");
+    describe_counter!(
+        TRIGGER_REJECTED,
+        "Source messages refused before any call (too large, undecodable)."
+    );
+    describe_counter!(TRIGGER_POISONED, "Messages moved to a poison queue.");
     describe_counter!(
         FUNCTION_RESTARTS,
         "Restarts of supervised function processes."
