@@ -6,6 +6,7 @@ mod interpolate;
 mod load;
 pub(crate) mod tagged;
 
+pub use interpolate::{expand, Env, Source};
 pub use load::{load_file, load_str, ConfigError, Problem};
 
 use crate::connectors::{OutputConfig, TriggerConfig};

@@ -4,6 +4,8 @@
 //! Per pipeline, around that: the retry policy of the pipeline.
 
 mod call;
+#[doc(hidden)]
+pub use call::decode_answer_for_fuzzing;
 pub mod retry;
 pub mod supervisor;
 

@@ -138,3 +138,36 @@ pub fn distinct_and_duplicates(records: &[Consumed], field: &str) -> (usize, usi
     }
     (seen.len(), dups)
 }
+
+/// Records of `topic` past the committed offsets of `group` (all of them where nothing is
+/// committed): what the group still owes. Reads offsets only; does not join the group.
+pub fn uncommitted(topic: &str, group: &str) -> usize {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", BROKER)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        tpl.add_partition(topic, p.id());
+    }
+    let committed = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    let mut owed = 0;
+    for e in committed.elements() {
+        let (low, high) = c
+            .fetch_watermarks(topic, e.partition(), Duration::from_secs(10))
+            .unwrap();
+        let from = match e.offset() {
+            Offset::Offset(o) => o,
+            _ => low,
+        };
+        owed += (high - from).max(0) as usize;
+    }
+    owed
+}

@@ -82,3 +82,12 @@ pub async fn read_stream(
     }
     out
 }
+
+/// What a durable still owes: messages not yet delivered plus those delivered and not acked.
+pub async fn owed(stream: &str, durable: &str) -> usize {
+    let js = js().await;
+    let s = js.get_stream(stream).await.unwrap();
+    let mut c: jetstream::consumer::Consumer<pull::Config> = s.get_consumer(durable).await.unwrap();
+    let info = c.info().await.unwrap();
+    info.num_pending as usize + info.num_ack_pending
+}

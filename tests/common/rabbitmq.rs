@@ -133,3 +133,19 @@ pub fn rabbitmqctl(args: &[&str]) {
         String::from_utf8_lossy(&st.stderr)
     );
 }
+
+/// Messages in a queue (ready; unacked ones return here when their connection dies).
+pub async fn message_count(queue: &str) -> usize {
+    let (_c, ch) = channel().await;
+    ch.queue_declare(
+        ShortString::from(queue),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count() as usize
+}

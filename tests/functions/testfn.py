@@ -14,6 +14,12 @@ body). What it answers is chosen by the event data, a JSON object:
                                              exits the process mid-request
   {"n": 1, "garbage": true}                  200 with a body that is not JSON
   {"n": 1, "http_res": true}                 (azure-functions) Outputs.res with status 201
+  {"n": 1, "close_mid": true}                starts a 200 answer, then closes the connection
+  {"n": 1, "hang": true}                     never answers (sleeps an hour)
+  {"n": 1, "huge_reply": 5000000}            200 with a JSON body of that many bytes
+  {"n": 1, "reply_type": "text/html"}        200 with that content type and an HTML body
+  {"n": 1, "unknown_output": true}           (azure-functions) Outputs naming an unknown output
+  {"n": 1, "reply_subject": "../x"}          200 with ce-subject: ../x on the reply
 
 In the azure-functions format (POST /<pipeline>) the event is Data.trigger and the answer is
 {"Outputs": {"a": {...}, "b": "text n"}, "Logs": [...], "ReturnValue": {...}}.
@@ -83,6 +89,29 @@ class Handler(BaseHTTPRequestHandler):
         if "crash_marker" in event and not os.path.exists(event["crash_marker"]):
             open(event["crash_marker"], "w").close()
             os._exit(3)
+        if event.get("hang"):
+            time.sleep(3600)
+        if event.get("close_mid"):
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"n\":")
+            self.wfile.flush()
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return
+        if "huge_reply" in event:
+            pad = "x" * int(event["huge_reply"])
+            return self.answer(200, {"n": event.get("n"), "pad": pad})
+        if "reply_type" in event:
+            self.send_response(200)
+            self.send_header("Content-Type", event["reply_type"])
+            out = b"<html><body>not what you asked for</body></html>"
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+            return
+        if "reply_subject" in event:
+            return self.answer(200, {"n": event.get("n")}, {"ce-subject": event["reply_subject"]})
+        if azure and event.get("unknown_output"):
+            return self.answer(200, {"Outputs": {"nope": {"n": event.get("n")}}, "ReturnValue": None})
         if "sleep_ms" in event:
             time.sleep(event["sleep_ms"] / 1000.0)
         if "fail_rate" in event and random.random() < event["fail_rate"]:

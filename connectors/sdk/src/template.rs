@@ -89,8 +89,9 @@ impl Template {
         self.render_with(record, |v| v.into_owned())
     }
 
-    /// Render for a file or blob path: every value has `/` and `\` replaced by `_`, and a value
-    /// of `.` or `..` becomes `_`, so no value can climb out of the configured directory.
+    /// Render for a file or blob path: every value has `/` and `\` replaced by `_`, a value of `.`
+    /// or `..` becomes `_`, and a leading `.` becomes `_`, so no value can climb out of the
+    /// configured directory or make a hidden file.
     pub fn render_path(&self, record: &Record) -> String {
         self.render_with(record, |v| sanitize_path_value(&v))
     }
@@ -133,6 +134,9 @@ pub fn sanitize_path_value(v: &str) -> String {
         .collect();
     if s == "." || s == ".." {
         "_".repeat(s.len())
+    } else if let Some(rest) = s.strip_prefix('.') {
+        // No value makes a hidden file (readers such as the directory trigger skip those).
+        format!("_{rest}")
     } else {
         s
     }
@@ -173,7 +177,7 @@ mod tests {
         let t = Template::parse("out/{pipeline}/{subject}-{id}.json").unwrap();
         assert_eq!(
             t.render_path(&record()),
-            "out/orders/.._.._etc_passwd-topic_0_42.json"
+            "out/orders/_._.._etc_passwd-topic_0_42.json"
         );
         assert_eq!(
             t.render(&record()),
