@@ -351,3 +351,22 @@ async fn a_poison_record_goes_to_the_dead_letter_and_its_partition_moves_on() {
         Some("application/cloudevents+json")
     );
 }
+
+#[tokio::test]
+async fn an_idle_topic_is_ready_without_a_record() {
+    // Regression (found by the kill-loop suite): readiness used to wait for the first record, so
+    // a gateway on an idle topic never became ready.
+    let s = Setup::new(3).await;
+    let g = Gateway::start(&s.yaml(3)).await;
+    let body: serde_json::Value = g
+        .client
+        .get(g.admin_url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "ready");
+    assert!(g.function_log().is_empty());
+}

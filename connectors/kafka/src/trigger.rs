@@ -23,6 +23,9 @@ use tokio::sync::mpsc::error::TrySendError;
 pub(crate) struct Ctx {
     pipeline: String,
     offsets: Arc<Mutex<Offsets>>,
+    /// Ready once the group gave this member its partitions (even none): an idle topic is
+    /// ready, not waiting for its first record.
+    health: switchyard_sdk::health::HealthHandle,
 }
 
 impl ClientContext for Ctx {}
@@ -43,6 +46,7 @@ impl ConsumerContext for Ctx {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
+                self.health.ready();
                 tracing::info!(pipeline = %self.pipeline, partitions = %describe(tpl), "partitions assigned")
             }
             Rebalance::Error(e) => {
@@ -142,6 +146,7 @@ pub(crate) fn build_consumer(
         .create_with_context(Ctx {
             pipeline: cx.pipeline.clone(),
             offsets: offsets.clone(),
+            health: cx.health.clone(),
         })
         .map_err(|e| BuildError::Other {
             context: "creating the kafka consumer".into(),
@@ -345,6 +350,8 @@ async fn report_backlog(consumer: Arc<KafkaConsumer>, cx: TriggerContext) {
         .flatten();
         if let Some(lag) = lag {
             gauge.set(lag as f64);
+            // The broker answered: connected again after an error, records or not.
+            cx.health.ready();
         }
     }
 }
