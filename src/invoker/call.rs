@@ -485,6 +485,33 @@ fn decode_azure(body: &[u8], outputs: &[String], pipeline: &str) -> Result<Answe
     Ok(Answer { values, reply })
 }
 
+/// Decode a function's answer as the gateway does (for the fuzz targets): the number of values,
+/// or the reason it was refused.
+#[doc(hidden)]
+pub fn decode_answer_for_fuzzing(
+    azure: bool,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<usize, String> {
+    if azure {
+        let outputs = ["a".to_string(), "$return".to_string(), "res".to_string()];
+        return decode_azure(body, &outputs, "p")
+            .map(|a| a.values.len())
+            .map_err(|e| e.to_string());
+    }
+    let mut headers = HeaderMap::new();
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
+        headers.insert(CONTENT_TYPE, ct);
+    }
+    decode_cloudevents(
+        Bytes::copy_from_slice(body),
+        content_type.map(str::to_string),
+        &headers,
+    )
+    .map(|a| a.values.len())
+    .map_err(|e| e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -569,31 +596,4 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
     }
-}
-
-/// Decode a function's answer as the gateway does (for the fuzz targets): the number of values,
-/// or the reason it was refused.
-#[doc(hidden)]
-pub fn decode_answer_for_fuzzing(
-    azure: bool,
-    content_type: Option<&str>,
-    body: &[u8],
-) -> Result<usize, String> {
-    if azure {
-        let outputs = ["a".to_string(), "$return".to_string(), "res".to_string()];
-        return decode_azure(body, &outputs, "p")
-            .map(|a| a.values.len())
-            .map_err(|e| e.to_string());
-    }
-    let mut headers = HeaderMap::new();
-    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(c).ok()) {
-        headers.insert(CONTENT_TYPE, ct);
-    }
-    decode_cloudevents(
-        Bytes::copy_from_slice(body),
-        content_type.map(str::to_string),
-        &headers,
-    )
-    .map(|a| a.values.len())
-    .map_err(|e| e.to_string())
 }
