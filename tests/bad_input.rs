@@ -180,32 +180,30 @@ async fn secrets_never_appear_in_logs_metrics_readiness_or_errors() {
         ("HMAC_SECRET", "hmac-3c3c-secret"),
         ("SLACK_SECRET", "slack-8e8e-secret"),
     ];
-    let yaml = format!(
-        "
+    let yaml = "
 functions:
-  f: {{ command: [python3, \"{{testfn}}\"], timeout: 2s }}
+  f: { command: [python3, \"{testfn}\"], timeout: 2s }
 pipelines:
   rabbit:
-    trigger: {{ type: rabbitmq, url: \"amqp://guest:${{RMQ_PASSWORD}}@127.0.0.1:5672/%2f\", queue: nowhere }}
+    trigger: { type: rabbitmq, url: \"amqp://guest:${RMQ_PASSWORD}@127.0.0.1:5672/%2f\", queue: nowhere }
     function: f
-    outputs: [ {{ name: o, type: stdout }} ]
+    outputs: [ { name: o, type: stdout } ]
   azure:
-    trigger: {{ type: azure_queue, connection_string: \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${{AZ_KEY}};QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1\", queue: secrets-test }}
+    trigger: { type: azure_queue, connection_string: \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=${AZ_KEY};QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1\", queue: secrets-test }
     function: f
-    outputs: [ {{ name: o, type: stdout }} ]
+    outputs: [ { name: o, type: stdout } ]
   hooks:
-    trigger: {{ type: http, path: /hook, hmac: {{ secret: \"${{HMAC_SECRET}}\", header: X-Sig }} }}
+    trigger: { type: http, path: /hook, hmac: { secret: \"${HMAC_SECRET}\", header: X-Sig } }
     function: f
-    retry: {{ max_attempts: 2, initial_delay: 10ms }}
+    retry: { max_attempts: 2, initial_delay: 10ms }
     outputs:
-      - {{ name: o, type: http, url: \"http://127.0.0.1:9/unreachable\", headers: {{ Authorization: \"Bearer ${{OUT_TOKEN}}\" }} }}
+      - { name: o, type: http, url: \"http://127.0.0.1:9/unreachable\", headers: { Authorization: \"Bearer ${OUT_TOKEN}\" } }
   slack:
-    trigger: {{ type: slack, path: /slack, signing_secret: \"${{SLACK_SECRET}}\" }}
+    trigger: { type: slack, path: /slack, signing_secret: \"${SLACK_SECRET}\" }
     function: f
-    outputs: [ {{ name: o, type: stdout }} ]
-"
-    );
-    let g = Gateway::spawn_in_with_env(tempfile::tempdir().unwrap(), &yaml, &secrets);
+    outputs: [ { name: o, type: stdout } ]
+";
+    let g = Gateway::spawn_in_with_env(tempfile::tempdir().unwrap(), yaml, &secrets);
     // It never gets ready (RabbitMQ and Azure refuse it), which is the point: wait for the
     // ingress, then make every secret do its work.
     eventually(30, "ingress up", || {
