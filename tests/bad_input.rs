@@ -319,3 +319,44 @@ pipelines:
     eventually(20, "output", || g.path("blocked/out/b.json.json").exists()).await;
     eventually(10, "acknowledged", || g.path("in/.done/b.json").exists()).await;
 }
+
+#[tokio::test]
+async fn a_file_over_max_size_is_moved_aside_uncalled_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("in")).unwrap();
+    std::fs::write(dir.path().join("in/big.json"), vec![b'x'; 4096]).unwrap();
+    std::fs::write(dir.path().join("in/small.json"), r#"{"n":1}"#).unwrap();
+    let yaml = "
+functions:
+  f: { command: [python3, \"{testfn}\"], timeout: 2s }
+pipelines:
+  p:
+    trigger: { type: directory, path: \"{dir}/in\", poll_interval: 100ms, max_size: 1KiB }
+    function: f
+    outputs:
+      - { name: out, type: directory, path: \"{dir}/out/{id}\" }
+";
+    let g = Gateway::spawn_in(dir, yaml);
+    g.wait_ready().await;
+    eventually(20, "big file moved aside", || {
+        g.path("in/.failed/big.json").exists()
+    })
+    .await;
+    eventually(20, "small file delivered", || {
+        g.path("in/.done/small.json").exists()
+    })
+    .await;
+    assert_eq!(
+        g.function_log().len(),
+        1,
+        "only the small file reached the function"
+    );
+    assert_eq!(
+        g.metric(
+            "switchyard_trigger_rejected_total",
+            &[("reason", "too large")]
+        )
+        .await,
+        1.0
+    );
+}
