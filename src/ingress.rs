@@ -31,7 +31,11 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let graceful = GracefulShutdown::new();
-    let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only, and without the upgrade-capable connection: both of those first wait for the
+    // client's opening bytes to pick a protocol, and that wait has no timeout, so a client that
+    // connects and sends nothing would hold its connection (and a `max_connections` permit)
+    // forever. This way `header_timeout` runs from the moment the connection is accepted.
+    let mut builder = Builder::new(TokioExecutor::new()).http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -57,7 +61,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let svc = TowerToHyperService::new(app.clone());
         let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+            .serve_connection(TokioIo::new(stream), svc)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {

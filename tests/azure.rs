@@ -392,3 +392,80 @@ async fn long_calls_keep_the_message_invisible_and_the_backlog_is_reported() {
         "a 4 s call behind a 2 s visibility timeout is not delivered twice"
     );
 }
+
+#[tokio::test]
+async fn output_faults_a_refused_key_is_dead_lettered_and_a_deleted_queue_is_recreated() {
+    let output = az_name("gone");
+    let q = create_queue(&output).await;
+    // `p` writes with the emulator's account; `denied` with a key the service refuses (403), as
+    // with missing permissions.
+    let yaml = format!(
+        "
+functions:
+  f: {{ command: [python3, \"{{testfn}}\"], timeout: 5s }}
+pipelines:
+  p:
+    trigger: {{ type: http, path: /in, response: accepted }}
+    function: f
+    retry: {{ max_attempts: 3, backoff: fixed, initial_delay: 50ms }}
+    dead_letter: {{ type: directory, path: \"{{dir}}/dead/{{id}}.json\" }}
+    outputs:
+      - {{ name: q, type: azure_queue, connection_string: \"{CONN}\", queue: {output} }}
+  denied:
+    trigger: {{ type: http, path: /denied, response: accepted }}
+    function: f
+    retry: {{ max_attempts: 3, backoff: fixed, initial_delay: 50ms }}
+    dead_letter: {{ type: directory, path: \"{{dir}}/dead/{{id}}.json\" }}
+    outputs:
+      - {{ name: q, type: azure_queue, queue: {output}, connection_string: \"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=d3JvbmcgYWNjb3VudCBrZXkgZm9yIHRoZSB0ZXN0;QueueEndpoint=http://127.0.0.1:10001/devstoreaccount1\" }}
+"
+    );
+    let g = Gateway::spawn_in(tempfile::tempdir().unwrap(), &yaml);
+    // Ready but for the refused output, which /readyz names.
+    let mut body = serde_json::Value::Null;
+    for _ in 0..300 {
+        if let Ok(r) = g.client.get(g.admin_url("/readyz")).send().await {
+            body = r.json().await.unwrap_or_default();
+            let keys: Vec<_> = body["not_ready"]
+                .as_object()
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default();
+            if keys == ["pipelines.denied.outputs.q"] {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        body["not_ready"]["pipelines.denied.outputs.q"]
+            .as_str()
+            .is_some_and(|r| r.contains("403")),
+        "{body}"
+    );
+    let id_of = |reply: &str| {
+        serde_json::from_str::<serde_json::Value>(reply).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (status, reply) = g.post("/denied", r#"{"n":9}"#).await;
+    assert_eq!(status, 202);
+    let dead = g.path(&format!("dead/{}.json", id_of(&reply)));
+    eventually(30, "dead letter", || dead.exists()).await;
+    let v = common::read_json(&dead);
+    assert_eq!(v["switchyarderrorcode"], "403");
+    assert_eq!(v["switchyardattempts"], "3", "retried, then dead-lettered");
+    assert_eq!(v["data"]["n"], 9);
+
+    // A queue deleted under a running output is created again on the next write (as Azure
+    // Functions' queue output does), so nothing is lost.
+    let (status, _) = g.post("/in", r#"{"n":1}"#).await;
+    assert_eq!(status, 202);
+    assert_eq!(drain(&q, 10, |v| !v.is_empty()).await.len(), 1);
+    q.delete(None).await.unwrap();
+    let (status, _) = g.post("/in", r#"{"n":2}"#).await;
+    assert_eq!(status, 202);
+    let again = decode_json(&drain(&q, 20, |v| !v.is_empty()).await);
+    assert_eq!(again.len(), 1, "written to the queue created again");
+    assert_eq!(again[0]["n"], 2);
+}

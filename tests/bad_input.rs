@@ -360,3 +360,28 @@ pipelines:
         1.0
     );
 }
+
+#[tokio::test]
+async fn idle_connections_are_cut_and_do_not_starve_real_clients() {
+    let g = Gateway::start(&pipeline("cloudevents", "", "{id}.json")).await;
+    let pid = g.child.as_ref().unwrap().id();
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .unwrap()
+            .count()
+    };
+    let baseline = fds();
+    // 200 clients that connect and never send a byte.
+    let idle: Vec<_> = (0..200)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", g.ingress)).unwrap())
+        .collect();
+    // A real client still gets through.
+    let started = std::time::Instant::now();
+    let id = send_raw(&g, "application/json", br#"{"n":1}"#.to_vec()).await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    eventually(10, "output", || g.path(&format!("out/{id}.json")).exists()).await;
+    // The idle ones are cut after header_timeout (1 s here): the gateway's descriptors return
+    // to where they were.
+    eventually(10, "idle connections closed", || fds() <= baseline + 5).await;
+    drop(idle);
+}

@@ -315,7 +315,7 @@ mod tests {
         let mut r = Record::new("p", bytes::Bytes::from_static(b"hi"));
         r.subject = Some("../../escape".into());
         out.write(&r).await.unwrap();
-        let written = dir.path().join(".._.._escape.out");
+        let written = dir.path().join("_._.._escape.out");
         assert_eq!(std::fs::read(written).unwrap(), b"hi");
     }
 
