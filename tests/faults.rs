@@ -97,6 +97,15 @@ impl Source {
         }
     }
 
+    /// How long the function works on each event, so that a round outlasts the kill delay.
+    fn sleep_ms(&self) -> u64 {
+        match self {
+            // Few events per round (the emulator is slow to fill), so each takes longer.
+            Source::Azure { .. } => 300,
+            _ => 50,
+        }
+    }
+
     async fn produce(&self, vals: Vec<serde_json::Value>) {
         match self {
             Source::Kafka { topic, .. } => common::kafka::produce(topic, vals, 30).await,
@@ -170,7 +179,9 @@ async fn kill_loop(source: Source) {
     let mut mid_stream = 0;
     for kill in 0..KILLS {
         let vals: Vec<_> = (produced..produced + per_round)
-            .map(|i| serde_json::json!({ "n": i, "sleep_ms": 50, "fail_rate": 0.05 }))
+            .map(
+                |i| serde_json::json!({ "n": i, "sleep_ms": source.sleep_ms(), "fail_rate": 0.05 }),
+            )
             .collect();
         source.produce(vals).await;
         produced += per_round;
