@@ -67,12 +67,16 @@ impl Source {
                 "{{ type: rabbitmq, url: \"{}\", queue: {queue}, prefetch: 32 }}",
                 common::rabbitmq::URL
             ),
+            // Unlimited deliveries: twenty kills can exceed the default 10 for one message.
             Source::JetStream { stream } => format!(
-                "{{ type: nats, url: \"{}\", jetstream: {{ stream: {stream}, durable: gw, ack_wait: 3s }} }}",
+                "{{ type: nats, url: \"{}\", jetstream: {{ stream: {stream}, durable: gw, ack_wait: 3s, max_deliver: -1 }} }}",
                 common::nats::URL
             ),
             Source::Azure { queue } => format!(
-                "{{ type: azure_queue, connection_string: \"{}\", queue: {queue}, batch_size: 16, visibility_timeout: 2s, max_polling_interval: 200ms }}",
+                // Twenty kills can dequeue one message more than the default 5 times, and a message
+                // that keeps "killing" its consumer goes to the poison queue by design (tested in
+                // tests/azure.rs); this suite is about losing nothing, so the limit is out of reach.
+                "{{ type: azure_queue, connection_string: \"{}\", queue: {queue}, batch_size: 16, visibility_timeout: 2s, max_polling_interval: 200ms, max_dequeue_count: 1000 }}",
                 common::azure::CONN
             ),
         }
