@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_sdk::error::BuildError;
+use switchyard_sdk::event::sniff_json;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
 use tokio::sync::Semaphore;
@@ -234,12 +235,6 @@ fn to_event(
     }
     event.partition = Some(q.config.queue.clone());
     event
-}
-
-fn sniff_json(data: &[u8]) -> Option<String> {
-    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
-    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
-        .then(|| "application/json".to_string())
 }
 
 /// A received message held by this instance: its current pop receipt, kept invisible by a task

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
+use switchyard_sdk::event::sniff_json;
 use switchyard_sdk::event::{is_json_media_type, Event};
 use switchyard_sdk::Record;
 
@@ -125,13 +126,6 @@ fn apply_structured(event: &mut Event, mut obj: serde_json::Map<String, serde_js
         }
         (None, _) => Bytes::new(),
     };
-}
-
-/// `application/json` when the bytes are a JSON object or array.
-pub fn sniff_json(data: &[u8]) -> Option<String> {
-    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
-    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
-        .then(|| "application/json".to_string())
 }
 
 /// `ce_*` headers (binary mode) for a produced value; a value that is itself a structured

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_sdk::error::BuildError;
+use switchyard_sdk::event::sniff_json;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::health::HealthHandle;
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
@@ -81,12 +82,6 @@ fn event_from(pipeline: &str, entity: &str, id: String, m: &async_nats::Message)
         event.metadata.insert("Headers".into(), map.into());
     }
     event
-}
-
-fn sniff_json(data: &[u8]) -> Option<String> {
-    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
-    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
-        .then(|| "application/json".to_string())
 }
 
 /// Core NATS: at most once; there is nothing to acknowledge.

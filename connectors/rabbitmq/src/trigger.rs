@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_sdk::error::BuildError;
+use switchyard_sdk::event::sniff_json;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
 
@@ -244,12 +245,6 @@ fn to_event(pipeline: &str, queue: &str, d: &lapin::message::Delivery) -> Event 
     event.partition = Some(queue.to_string());
     event.key = Some(rk);
     event
-}
-
-fn sniff_json(data: &[u8]) -> Option<String> {
-    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
-    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
-        .then(|| "application/json".to_string())
 }
 
 /// `switchyard_trigger_backlog`: the queue's ready message count, every 10 s.

@@ -133,6 +133,14 @@ pub fn is_json_media_type(ct: &str) -> bool {
     essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
 }
 
+/// `application/json` when data with no declared type is a JSON object or array, else `None`
+/// (for triggers whose messages may lack a content type).
+pub fn sniff_json(data: &[u8]) -> Option<String> {
+    let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
+    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
+        .then(|| "application/json".to_string())
+}
+
 /// An event together with its acknowledgement handle, as a trigger sends it to the engine.
 #[derive(Debug)]
 pub struct TriggerEvent {
