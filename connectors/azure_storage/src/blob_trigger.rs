@@ -18,14 +18,16 @@
 
 use crate::config::AzureBlobTriggerConfig;
 use crate::connection::Service;
-use crate::{container_client, describe, queue_client, service_error, to_chrono, with_timeout};
+use crate::{
+    container_client, describe, put_poison, queue_client, service_error, to_chrono, with_timeout,
+    CALL_TIMEOUT,
+};
 use azure_core::http::{NoFormat, RequestContent};
 use azure_storage_blob::models::{
     BlobClientAcquireLeaseOptions, BlobClientDownloadOptions, BlobContainerClientListBlobsOptions,
     BlobItem, BlockBlobClientUploadOptions,
 };
 use azure_storage_blob::BlobContainerClient;
-use azure_storage_queue::models::QueueMessage;
 use azure_storage_queue::QueueClient;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -40,7 +42,6 @@ use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const LEASE_SECS: i32 = 15;
 const RENEW_EVERY: Duration = Duration::from_secs(5);
 /// Blob versions held (dispatched, not yet settled) at once.
@@ -507,24 +508,7 @@ async fn poison(s: &Scanner, name: &str, etag: &str) -> azure_core::Result<()> {
         "ETag": etag,
     });
     let text = base64::engine::general_purpose::STANDARD.encode(body.to_string());
-    let put = || async {
-        let msg = QueueMessage {
-            message_text: Some(text.clone()),
-        };
-        with_timeout(CALL_TIMEOUT, s.poison.send_message(msg.try_into()?, None)).await
-    };
-    match put().await {
-        Err(e) if matches!(service_error(&e), Some((404, _))) => {
-            let _ = with_timeout(CALL_TIMEOUT, s.poison.create(None)).await;
-            put().await?;
-        }
-        other => {
-            other?;
-        }
-    }
-    metrics::counter!("switchyard_trigger_poisoned_total", "pipeline" => s.pipeline.clone())
-        .increment(1);
-    Ok(())
+    put_poison(&s.poison, &s.pipeline, &text).await
 }
 
 /// A blob name pattern: literal text and `{name}` placeholders that match any text.

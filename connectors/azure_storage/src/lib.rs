@@ -143,6 +143,36 @@ pub(crate) fn output_error(e: azure_core::Error) -> OutputError {
     }
 }
 
+/// How long a trigger's own storage calls (receive, delete, lease, receipt) may take.
+pub(crate) const CALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Put `text` on a trigger's poison queue, creating the queue when it is missing (as Azure
+/// Functions does), and count it in `switchyard_trigger_poisoned_total`.
+pub(crate) async fn put_poison(
+    poison: &QueueClient,
+    pipeline: &str,
+    text: &str,
+) -> azure_core::Result<()> {
+    let put = || async {
+        let msg = azure_storage_queue::models::QueueMessage {
+            message_text: Some(text.to_string()),
+        };
+        with_timeout(CALL_TIMEOUT, poison.send_message(msg.try_into()?, None)).await
+    };
+    match put().await {
+        Err(e) if matches!(service_error(&e), Some((404, _))) => {
+            let _ = with_timeout(CALL_TIMEOUT, poison.create(None)).await;
+            put().await?;
+        }
+        other => {
+            other?;
+        }
+    }
+    metrics::counter!("switchyard_trigger_poisoned_total", "pipeline" => pipeline.to_string())
+        .increment(1);
+    Ok(())
+}
+
 /// Run a storage call with a deadline.
 pub(crate) async fn with_timeout<T>(
     timeout: std::time::Duration,

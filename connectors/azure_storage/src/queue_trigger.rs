@@ -15,10 +15,11 @@
 
 use crate::config::{AzureQueueTriggerConfig, Encoding};
 use crate::connection::Service;
-use crate::{describe, queue_client, service_error, to_chrono, with_timeout};
+use crate::{
+    describe, put_poison, queue_client, service_error, to_chrono, with_timeout, CALL_TIMEOUT,
+};
 use azure_storage_queue::models::{
-    QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions, QueueMessage,
-    ReceivedMessage,
+    QueueClientGetPropertiesResultHeaders, QueueClientReceiveMessagesOptions, ReceivedMessage,
 };
 use azure_storage_queue::QueueClient;
 use base64::Engine;
@@ -32,7 +33,6 @@ use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 const MIN_POLL: Duration = Duration::from_millis(100);
 
 impl AzureQueueTriggerConfig {
@@ -342,22 +342,7 @@ async fn delete(q: &Shared, id: &str, receipt: &str) -> azure_core::Result<()> {
 /// Put the message text (as received) on the poison queue, creating it if needed, then delete
 /// the original. If the put fails the original stays and comes back.
 async fn move_to_poison(q: &Shared, id: &str, receipt: &str, text: &str) -> azure_core::Result<()> {
-    let put = || async {
-        let msg = QueueMessage {
-            message_text: Some(text.to_string()),
-        };
-        with_timeout(CALL_TIMEOUT, q.poison.send_message(msg.try_into()?, None)).await
-    };
-    match put().await {
-        Ok(_) => {}
-        Err(e) if matches!(service_error(&e), Some((404, _))) => {
-            let _ = with_timeout(CALL_TIMEOUT, q.poison.create(None)).await;
-            put().await?;
-        }
-        Err(e) => return Err(e),
-    }
-    metrics::counter!("switchyard_trigger_poisoned_total", "pipeline" => q.pipeline.clone())
-        .increment(1);
+    put_poison(&q.poison, &q.pipeline, text).await?;
     delete(q, id, receipt).await
 }
 
