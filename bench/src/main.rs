@@ -1,0 +1,660 @@
+//! The benchmark harness. For each scenario (Kafka, RabbitMQ, JetStream, Azure Storage queue,
+//! http) it measures, in one run on this machine:
+//!
+//! - the ceiling of each hop alone, with the gateway's own client settings: publish with
+//!   confirmations, consume with acknowledgements (no-op handler), and the echo function called
+//!   directly 64 at a time; and the CPU seconds per message each hop costs (this process plus
+//!   the broker or the function);
+//! - end to end: a backlog loaded first, then drained by switchyard through the echo function
+//!   into the output, and the same by the peer (`mq-bridge-app`) and by a hand-written bridge in
+//!   this process (the same clients, none of the gateway's features);
+//! - latency: an open-loop producer at 50% and 80% of switchyard's measured maximum, the time
+//!   from publish to the output, through switchyard, the peer and the hand-written bridge.
+//!
+//! It writes `bench/results/<date>.md` and `<date>.svg`. Knobs (environment): `BENCH_SCENARIOS`
+//! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
+//! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10),
+//! `BENCH_GATEWAY` (the switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no
+//! peer), `BENCH_OUT` (results folder).
+
+mod brokers;
+mod procs;
+mod report;
+
+use brokers::{Broker, Kind, Msg, Publisher};
+use futures::stream::{BoxStream, FuturesUnordered};
+use futures::StreamExt;
+use procs::{cpu_of, free_port, mem_mib, own_cpu_seconds, pid_on_port, wait_port, Proc};
+use report::{Latency, Row, Scenario};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// In-flight calls to the function, for switchyard, the peer and the hand-written bridge alike.
+const WINDOW: usize = 64;
+/// The payload: 1 KiB of JSON whose first field is the time it was published.
+const PAYLOAD: usize = 1024;
+
+fn env_or<T: std::str::FromStr>(key: &str, default: T) -> T {
+    std::env::var(key)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_nanos() as u64
+}
+
+fn payload(i: usize) -> Vec<u8> {
+    let head = format!("{{\"t\":{:020},\"n\":{i:010},\"pad\":\"", now_ns());
+    let mut body = head.into_bytes();
+    body.resize(PAYLOAD - 2, b'x');
+    body.extend_from_slice(b"\"}");
+    body
+}
+
+/// Microseconds since the body was published (it carries its publish time).
+fn age_us(body: &[u8]) -> Option<u64> {
+    let t: u64 = std::str::from_utf8(body.get(5..25)?).ok()?.parse().ok()?;
+    Some(now_ns().saturating_sub(t) / 1000)
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "bench{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// Everything a scenario needs: the echo function, the binaries, a scratch folder.
+struct Bench {
+    echo: Proc,
+    echo_url: String,
+    gateway: PathBuf,
+    peer: Option<PathBuf>,
+    dir: PathBuf,
+    client: reqwest::Client,
+    messages: usize,
+    latency_secs: f64,
+}
+
+impl Bench {
+    fn echo_pid(&self) -> u32 {
+        self.echo.pid()
+    }
+
+    /// Start switchyard on `pipeline` (trigger and outputs); waits for /readyz.
+    async fn start_gateway(&self, pipeline: &str, ingress: Option<u16>) -> Proc {
+        let admin = free_port();
+        let ingress = ingress
+            .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
+            .unwrap_or_default();
+        let yaml = format!(
+            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n{pipeline}",
+            self.echo_url
+        );
+        let cfg = self.dir.join(format!("switchyard-{admin}.yaml"));
+        std::fs::write(&cfg, yaml).expect("write config");
+        let mut cmd = Command::new(&self.gateway);
+        cmd.args(["run", "-c"]).arg(&cfg).env("RUST_LOG", "warn");
+        let mut p = Proc::spawn(
+            "switchyard",
+            &mut cmd,
+            &self.dir.join(format!("switchyard-{admin}.log")),
+        );
+        let url = format!("http://127.0.0.1:{admin}/readyz");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            p.alive();
+            if let Ok(r) = self.client.get(&url).send().await {
+                if r.status().is_success() {
+                    return p;
+                }
+            }
+            assert!(Instant::now() < deadline, "switchyard never became ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Start the peer on one route from `input` through the echo function to `output`.
+    async fn start_peer(&self, input: &str, output: &str) -> Option<Proc> {
+        let bin = self.peer.as_ref()?;
+        // The same in-flight window: 4 concurrent batches of 16, each request of a batch at once.
+        let yaml = format!(
+            "log_level: warn\nroutes:\n  bench:\n    concurrency: 4\n    batch_size: {}\n    input: {input}\n    output:\n      request:\n        to: {{ http: {{ url: \"{}\", batch_concurrency: {} }} }}\n        forward_to: {output}\n",
+            WINDOW / 4,
+            self.echo_url,
+            WINDOW / 4
+        );
+        let port = free_port();
+        let cfg = self.dir.join(format!("peer-{port}.yaml"));
+        std::fs::write(&cfg, yaml).expect("write peer config");
+        let mut cmd = Command::new(bin);
+        cmd.arg("--config")
+            .arg(&cfg)
+            .args(["--no-ui", "--no-metrics", "--color", "never"]);
+        Some(Proc::spawn(
+            "mq-bridge-app",
+            &mut cmd,
+            &self.dir.join(format!("peer-{port}.log")),
+        ))
+    }
+
+    async fn served(&self) -> u64 {
+        self.client
+            .get(&self.echo_url)
+            .send()
+            .await
+            .expect("echo count")
+            .text()
+            .await
+            .expect("echo count body")
+            .parse()
+            .expect("a number")
+    }
+}
+
+/// Publish `n` messages, at `rate` per second when given (open loop), with at most `window`
+/// confirmations outstanding; the seconds it took.
+async fn publish(p: &Publisher, n: usize, window: usize, rate: Option<f64>) -> f64 {
+    let started = Instant::now();
+    let mut pending = FuturesUnordered::new();
+    for i in 0..n {
+        if let Some(rate) = rate {
+            let due = Duration::from_secs_f64(i as f64 / rate);
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                // Confirmations keep arriving while the producer waits for its next slot.
+                let _ = tokio::time::timeout(due - elapsed, async {
+                    while pending.next().await.is_some() {}
+                    std::future::pending::<()>().await
+                })
+                .await;
+            }
+        }
+        while pending.len() >= window {
+            pending.next().await;
+        }
+        pending.push(p.send(payload(i)).await);
+    }
+    while pending.next().await.is_some() {}
+    started.elapsed().as_secs_f64()
+}
+
+/// Take `n` messages from `stream`, acknowledging each (64 acknowledgements at once at most);
+/// the seconds from the first to the last, and each message's age when it arrived.
+async fn consume(stream: &mut BoxStream<'static, Msg>, n: usize) -> (f64, Vec<u64>) {
+    let mut first = None;
+    let mut ages = Vec::with_capacity(n);
+    let mut acks = FuturesUnordered::new();
+    while ages.len() < n {
+        let m = match tokio::time::timeout(Duration::from_secs(120), stream.next()).await {
+            Ok(Some(m)) => m,
+            _ => panic!("only {} of {n} messages arrived", ages.len()),
+        };
+        first.get_or_insert_with(Instant::now);
+        ages.push(age_us(&m.body).unwrap_or(0));
+        acks.push(m.ack);
+        while acks.len() >= WINDOW {
+            acks.next().await;
+        }
+    }
+    while acks.next().await.is_some() {}
+    (
+        first.map(|f| f.elapsed().as_secs_f64()).unwrap_or(0.0),
+        ages,
+    )
+}
+
+/// The hand-written bridge: consume, call the function, publish the reply with confirmation,
+/// acknowledge; `WINDOW` at once. Runs until aborted.
+async fn raw_bridge(
+    b: &Bench,
+    broker: &Broker,
+    input: &str,
+    output: &str,
+) -> tokio::task::JoinHandle<()> {
+    let stream = broker.consume(input).await;
+    let publisher = broker.publisher(output).await;
+    let (client, url) = (b.client.clone(), b.echo_url.clone());
+    tokio::spawn(async move {
+        let publisher = &publisher;
+        stream
+            .for_each_concurrent(WINDOW, |m| {
+                let (client, url) = (client.clone(), url.clone());
+                async move {
+                    let reply = client
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(m.body)
+                        .send()
+                        .await
+                        .expect("call the function")
+                        .bytes()
+                        .await
+                        .expect("the function's reply");
+                    publisher.send(reply.to_vec()).await.await;
+                    m.ack.await;
+                }
+            })
+            .await;
+    })
+}
+
+/// Wait until `output` holds `n` messages; the rate from the first one seen to the last, CPU
+/// seconds per message of `pid` and of every process in `all`, and `pid`'s memory.
+async fn drain(broker: &Broker, output: &str, n: usize, pid: u32, all: &[u32]) -> Row {
+    let deadline = Instant::now() + Duration::from_secs(1800);
+    let mut start: Option<(Instant, usize, f64, f64)> = None;
+    let mut rss_max: f64 = 0.0;
+    loop {
+        let c = broker.count(output).await;
+        rss_max = rss_max.max(mem_mib(pid, "VmRSS:"));
+        if c > 0 && start.is_none() {
+            start = Some((Instant::now(), c, cpu_of(&[pid]), cpu_of(all)));
+        }
+        if c >= n {
+            let (t0, c0, cpu0, all0) = start.expect("started");
+            let done = (n - c0).max(1) as f64;
+            let secs = t0.elapsed().as_secs_f64().max(1e-3);
+            return Row {
+                rate: done / secs,
+                cpu_us: (cpu_of(&[pid]) - cpu0) / done * 1e6,
+                cpu_all_us: (cpu_of(all) - all0) / done * 1e6,
+                rss_peak: mem_mib(pid, "VmHWM:"),
+                rss_end: mem_mib(pid, "VmRSS:"),
+                rss_max,
+                ..Row::default()
+            };
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{output}: {c} of {n} after 30 min"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Time `f` and the CPU seconds it cost this process and `others`.
+async fn measured<F: std::future::Future<Output = f64>>(n: usize, others: &[u32], f: F) -> Row {
+    let (own0, others0) = (own_cpu_seconds(), cpu_of(others));
+    let secs = f.await;
+    let cpu = own_cpu_seconds() - own0 + cpu_of(others) - others0;
+    Row {
+        rate: n as f64 / secs,
+        cpu_all_us: cpu / n as f64 * 1e6,
+        ..Row::default()
+    }
+}
+
+/// The function called directly, `WINDOW` at once, `n` times; the seconds it took.
+async fn call_function(b: &Bench, url: &str, n: usize) -> f64 {
+    let started = Instant::now();
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let req = b
+                .client
+                .post(url)
+                .header("content-type", "application/json")
+                .body(payload(i));
+            async move {
+                let r = req.send().await.expect("call");
+                assert!(r.status().is_success(), "status {}", r.status());
+                r.bytes().await.expect("reply");
+            }
+        })
+        .buffer_unordered(WINDOW)
+        .collect::<Vec<_>>()
+        .await;
+    started.elapsed().as_secs_f64()
+}
+
+/// Open loop against an HTTP endpoint: `rate` requests per second for `secs`; each latency in µs.
+async fn open_loop_http(b: &Bench, url: &str, rate: f64, secs: f64) -> Vec<u64> {
+    let n = (rate * secs) as usize;
+    let started = Instant::now();
+    let mut calls = FuturesUnordered::new();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let due = Duration::from_secs_f64(i as f64 / rate);
+        while started.elapsed() < due {
+            tokio::select! {
+                _ = tokio::time::sleep(due.saturating_sub(started.elapsed())) => {}
+                Some(us) = calls.next(), if !calls.is_empty() => out.push(us),
+            }
+        }
+        let req = b
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(payload(i));
+        calls.push(async move {
+            let t = Instant::now();
+            let r = req.send().await.expect("call");
+            assert!(r.status().is_success(), "status {}", r.status());
+            r.bytes().await.expect("reply");
+            t.elapsed().as_micros() as u64
+        });
+    }
+    while let Some(us) = calls.next().await {
+        out.push(us);
+    }
+    out
+}
+
+/// One broker scenario.
+async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
+    let broker = Broker::connect(kind).await;
+    let broker_pid = pid_on_port(kind.port()).unwrap_or(0);
+    let n = if kind == Kind::AzureQueue {
+        env_or("BENCH_AZURE_MESSAGES", 2_000)
+    } else {
+        b.messages
+    };
+    let mut s = Scenario::new(kind.label(), n);
+    println!("== {} ({n} messages of {PAYLOAD} B)", kind.label());
+
+    // Hop ceilings.
+    let q = unique("hop");
+    broker.create(&q).await;
+    let p = broker.publisher(&q).await;
+    let row = measured(n, &[broker_pid], publish(&p, n, kind.window(), None)).await;
+    println!("publish (confirmed): {:.0}/s", row.rate);
+    s.hop("publish with confirmation", row);
+    let mut stream = broker.consume(&q).await;
+    let row = measured(n, &[broker_pid], async { consume(&mut stream, n).await.0 }).await;
+    drop(stream);
+    println!("consume (acked): {:.0}/s", row.rate);
+    s.hop("consume + acknowledge (no-op handler)", row);
+    let fcalls = n.min(100_000);
+    let row = measured(
+        fcalls,
+        &[b.echo_pid()],
+        call_function(b, &b.echo_url, fcalls),
+    )
+    .await;
+    println!("function direct: {:.0}/s", row.rate);
+    s.hop(
+        &format!("echo function called directly, {WINDOW} at once"),
+        row,
+    );
+
+    // End to end from a backlog: switchyard, the hand-written bridge, the peer.
+    let all = |pid: u32| vec![pid, broker_pid, b.echo_pid()];
+    for runner in ["switchyard", "hand-written bridge", "peer (mq-bridge-app)"] {
+        let (input, output) = (unique("in"), unique("out"));
+        broker.create(&input).await;
+        broker.create(&output).await;
+        let p = broker.publisher(&input).await;
+        publish(&p, n, kind.window(), None).await;
+        let served0 = b.served().await;
+        let row = match runner {
+            "switchyard" => {
+                let gw = b
+                    .start_gateway(&broker.gateway_pipeline(&input, &output), None)
+                    .await;
+                drain(&broker, &output, n, gw.pid(), &all(gw.pid())).await
+            }
+            "hand-written bridge" => {
+                let me = std::process::id();
+                let task = raw_bridge(b, &broker, &input, &output).await;
+                let row = drain(&broker, &output, n, me, &all(me)).await;
+                task.abort();
+                row
+            }
+            _ => {
+                let Some((pin, pout)) = broker.peer_endpoints(&input, &output) else {
+                    s.note("The peer has no Azure Storage queue connector; not compared.");
+                    continue;
+                };
+                let Some(peer) = b.start_peer(&pin, &pout).await else {
+                    s.note("The peer was not run (BENCH_PEER unset).");
+                    continue;
+                };
+                drain(&broker, &output, n, peer.pid(), &all(peer.pid())).await
+            }
+        };
+        let calls = b.served().await - served0;
+        let row = Row {
+            calls,
+            ok: calls >= n as u64,
+            ..row
+        };
+        println!(
+            "{runner}: {:.0}/s, {:.1} µs CPU/msg, {calls} calls",
+            row.rate, row.cpu_us
+        );
+        s.run(runner, row);
+    }
+
+    // Latency, open loop, at 50% and 80% of switchyard's maximum.
+    let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
+    let secs = b.latency_secs;
+    for runner in ["switchyard", "hand-written bridge", "peer (mq-bridge-app)"] {
+        let (input, output) = (unique("lin"), unique("lout"));
+        broker.create(&input).await;
+        broker.create(&output).await;
+        let mut keep: (Option<Proc>, Option<tokio::task::JoinHandle<()>>) = (None, None);
+        match runner {
+            "switchyard" => {
+                let gw = b
+                    .start_gateway(&broker.gateway_pipeline(&input, &output), None)
+                    .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                s.rss_idle = mem_mib(gw.pid(), "VmRSS:");
+                keep.0 = Some(gw);
+            }
+            "hand-written bridge" => keep.1 = Some(raw_bridge(b, &broker, &input, &output).await),
+            _ => {
+                let Some((pin, pout)) = broker.peer_endpoints(&input, &output) else {
+                    continue;
+                };
+                let Some(peer) = b.start_peer(&pin, &pout).await else {
+                    continue;
+                };
+                keep.0 = Some(peer);
+                tokio::time::sleep(Duration::from_secs(3)).await;
+            }
+        }
+        let mut out = broker.consume(&output).await;
+        let p = broker.publisher(&input).await;
+        for share in [0.5, 0.8] {
+            let rate = max * share;
+            let count = ((rate * secs) as usize).max(100);
+            let (_, ages) = tokio::join!(
+                publish(&p, count, kind.window(), Some(rate)),
+                consume(&mut out, count)
+            );
+            let l = Latency::from(runner, share, rate, ages.1);
+            println!(
+                "{runner} at {:.0}%: p50 {:.2} ms p99 {:.2} ms",
+                share * 100.0,
+                l.p50_ms,
+                l.p99_ms
+            );
+            s.latency.push(l);
+        }
+        if let Some(t) = keep.1 {
+            t.abort();
+        }
+    }
+    s
+}
+
+/// The http scenario: the function called directly against through switchyard's http trigger
+/// (`response: sync`) and through the peer's http input.
+async fn http_scenario(b: &Bench) -> Scenario {
+    let n = b.messages.min(100_000);
+    let mut s = Scenario::new("http (request → function → reply)", n);
+    println!("== http ({n} requests of {PAYLOAD} B)");
+    let row = measured(n, &[b.echo_pid()], call_function(b, &b.echo_url, n)).await;
+    println!("function direct: {:.0}/s", row.rate);
+    s.hop(
+        &format!("echo function called directly, {WINDOW} at once"),
+        row,
+    );
+
+    let ingress = free_port();
+    let gw = b
+        .start_gateway(
+            "    trigger: { type: http, path: /in, response: sync }\n    outputs: []\n",
+            Some(ingress),
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    s.rss_idle = mem_mib(gw.pid(), "VmRSS:");
+    let gw_url = format!("http://127.0.0.1:{ingress}/in");
+    let mut runners: Vec<(&str, String, Proc)> = vec![("switchyard", gw_url, gw)];
+    let port = free_port();
+    if let Some(peer) = b
+        .start_peer(
+            &format!("{{ http: {{ url: \"127.0.0.1:{port}\" }} }}"),
+            "{ response: {} }",
+        )
+        .await
+    {
+        wait_port(port, "the peer").await;
+        runners.push((
+            "peer (mq-bridge-app)",
+            format!("http://127.0.0.1:{port}/"),
+            peer,
+        ));
+    } else {
+        s.note("The peer was not run (BENCH_PEER unset).");
+    }
+    for (name, url, p) in &runners {
+        let served0 = b.served().await;
+        let (own0, p0, all0) = (
+            own_cpu_seconds(),
+            cpu_of(&[p.pid()]),
+            cpu_of(&[p.pid(), b.echo_pid()]),
+        );
+        let secs = call_function(b, url, n).await;
+        let calls = b.served().await - served0;
+        let row = Row {
+            rate: n as f64 / secs,
+            cpu_us: (cpu_of(&[p.pid()]) - p0) / n as f64 * 1e6,
+            cpu_all_us: (own_cpu_seconds() - own0 + cpu_of(&[p.pid(), b.echo_pid()]) - all0)
+                / n as f64
+                * 1e6,
+            rss_peak: mem_mib(p.pid(), "VmHWM:"),
+            rss_end: mem_mib(p.pid(), "VmRSS:"),
+            rss_max: mem_mib(p.pid(), "VmHWM:"),
+            calls,
+            ok: calls >= n as u64,
+        };
+        println!("{name}: {:.0}/s, {:.1} µs CPU/msg", row.rate, row.cpu_us);
+        s.run(name, row);
+    }
+    let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
+    for share in [0.5, 0.8] {
+        let rate = max * share;
+        let direct = open_loop_http(b, &b.echo_url, rate, b.latency_secs).await;
+        s.latency
+            .push(Latency::from("hand-written bridge", share, rate, direct));
+        for (name, url, _) in &runners {
+            let l = Latency::from(
+                name,
+                share,
+                rate,
+                open_loop_http(b, url, rate, b.latency_secs).await,
+            );
+            println!(
+                "{name} at {:.0}%: p50 {:.2} ms p99 {:.2} ms",
+                share * 100.0,
+                l.p50_ms,
+                l.p99_ms
+            );
+            s.latency.push(l);
+        }
+    }
+    s.note("In this scenario the hand-written bridge's latency is the function called directly.");
+    s
+}
+
+/// Open-loop load opens a connection per request in flight: allow as many files as we may.
+fn raise_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    raise_file_limit();
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let gateway = std::env::var_os("BENCH_GATEWAY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/release/switchyard"));
+    assert!(
+        gateway.exists(),
+        "no switchyard binary at {} (cargo build --release, or set BENCH_GATEWAY)",
+        gateway.display()
+    );
+    let peer = std::env::var_os("BENCH_PEER").map(PathBuf::from);
+    if let Some(p) = &peer {
+        assert!(
+            p.exists(),
+            "BENCH_PEER names {}, which does not exist",
+            p.display()
+        );
+    }
+    let echo_bin = std::env::current_exe()
+        .expect("own path")
+        .with_file_name("bench-echo");
+    let dir = std::env::temp_dir().join(unique("run"));
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    let echo_port = free_port();
+    let echo = Proc::spawn(
+        "bench-echo",
+        Command::new(&echo_bin).arg(echo_port.to_string()),
+        &dir.join("echo.log"),
+    );
+    wait_port(echo_port, "the echo function").await;
+    let b = Bench {
+        echo,
+        echo_url: format!("http://127.0.0.1:{echo_port}/"),
+        gateway,
+        peer,
+        dir: dir.clone(),
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(WINDOW)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()
+            .expect("http client"),
+        messages: env_or("BENCH_MESSAGES", 200_000),
+        latency_secs: env_or("BENCH_LATENCY_SECS", 10.0),
+    };
+    let which = std::env::var("BENCH_SCENARIOS")
+        .unwrap_or_else(|_| "kafka,rabbitmq,jetstream,azure,http".into());
+    let mut scenarios = Vec::new();
+    for name in which.split(',').map(str::trim) {
+        let s = match name {
+            "kafka" => broker_scenario(&b, Kind::Kafka).await,
+            "rabbitmq" => broker_scenario(&b, Kind::RabbitMq).await,
+            "jetstream" => broker_scenario(&b, Kind::JetStream).await,
+            "azure" => broker_scenario(&b, Kind::AzureQueue).await,
+            "http" => http_scenario(&b).await,
+            other => panic!("unknown scenario {other:?}"),
+        };
+        scenarios.push(s);
+    }
+    let out = std::env::var_os("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("bench/results"));
+    let (md, svg) = report::write(&out, &scenarios, b.peer.is_some());
+    println!("wrote {} and {}", md.display(), svg.display());
+    let _ = std::fs::remove_dir_all(&dir);
+}

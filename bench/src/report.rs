@@ -1,0 +1,403 @@
+//! The report: a Markdown file with a table per scenario and the targets, and an SVG chart of
+//! throughput and latency beside the ceilings and the peer.
+
+use plotters::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// One measured run: a hop alone, or a whole pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct Row {
+    /// Messages per second.
+    pub rate: f64,
+    /// CPU µs per message of the process under test (gateway, peer, or this harness).
+    pub cpu_us: f64,
+    /// CPU µs per message of every process involved (clients, broker, function).
+    pub cpu_all_us: f64,
+    pub rss_peak: f64,
+    pub rss_max: f64,
+    pub rss_end: f64,
+    /// Calls the function served during the run.
+    pub calls: u64,
+    /// Every message went through the function (none bypassed it, none failed).
+    pub ok: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct Latency {
+    pub runner: String,
+    pub share: f64,
+    pub rate: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub n: usize,
+}
+
+impl Latency {
+    pub fn from(runner: &str, share: f64, rate: f64, mut us: Vec<u64>) -> Latency {
+        us.sort_unstable();
+        let at = |q: f64| {
+            us.get(((us.len() as f64 * q) as usize).min(us.len().saturating_sub(1)))
+                .map(|v| *v as f64 / 1000.0)
+                .unwrap_or(f64::NAN)
+        };
+        Latency {
+            runner: runner.to_string(),
+            share,
+            rate,
+            p50_ms: at(0.50),
+            p99_ms: at(0.99),
+            n: us.len(),
+        }
+    }
+}
+
+pub struct Scenario {
+    pub name: String,
+    pub messages: usize,
+    pub hops: Vec<(String, Row)>,
+    pub runs: Vec<(String, Row)>,
+    pub latency: Vec<Latency>,
+    pub rss_idle: f64,
+    pub notes: Vec<String>,
+}
+
+impl Scenario {
+    pub fn new(name: &str, messages: usize) -> Scenario {
+        Scenario {
+            name: name.to_string(),
+            messages,
+            hops: Vec::new(),
+            runs: Vec::new(),
+            latency: Vec::new(),
+            rss_idle: 0.0,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn hop(&mut self, name: &str, row: Row) {
+        self.hops.push((name.to_string(), row));
+    }
+
+    pub fn run(&mut self, name: &str, row: Row) {
+        self.runs.push((name.to_string(), row));
+    }
+
+    pub fn note(&mut self, text: &str) {
+        self.notes.push(text.to_string());
+    }
+
+    fn runner(&self, name: &str) -> Option<&Row> {
+        self.runs.iter().find(|(n, _)| n == name).map(|(_, r)| r)
+    }
+
+    fn slowest_hop(&self) -> f64 {
+        self.hops
+            .iter()
+            .map(|(_, r)| r.rate)
+            .fold(f64::INFINITY, f64::min)
+    }
+
+    /// Two cores divided by the CPU seconds per message of every hop together.
+    fn cpu_bound(&self) -> f64 {
+        let sum: f64 = self.hops.iter().map(|(_, r)| r.cpu_all_us).sum();
+        cores() / (sum / 1e6)
+    }
+
+    fn latency_of(&self, runner: &str, share: f64) -> Option<&Latency> {
+        self.latency
+            .iter()
+            .find(|l| l.runner == runner && (l.share - share).abs() < 1e-9)
+    }
+
+    fn is_broker(&self) -> bool {
+        !self.name.starts_with("http")
+    }
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as f64)
+        .unwrap_or(1.0)
+}
+
+fn shell(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split_once(':'))
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+const SWITCHYARD: &str = "switchyard";
+const PEER: &str = "peer (mq-bridge-app)";
+const RAW: &str = "hand-written bridge";
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 && a.is_finite() && b.is_finite() {
+        format!("{:.2}", a / b)
+    } else {
+        "–".into()
+    }
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "**missed**"
+    }
+}
+
+/// Write `<date>.md` and `<date>.svg` into `dir`; their paths.
+pub fn write(dir: &Path, scenarios: &[Scenario], peer: bool) -> (PathBuf, PathBuf) {
+    std::fs::create_dir_all(dir).expect("results folder");
+    let date = shell("date", &["+%F"]);
+    let md_path = dir.join(format!("{date}.md"));
+    let svg_path = dir.join(format!("{date}.svg"));
+    let mut md = String::new();
+    let commit = shell("git", &["rev-parse", "--short", "HEAD"]);
+    md += &format!("# Benchmark run of {date}\n\n");
+    md += &format!(
+        "Commit `{commit}`; {} cores ({}); brokers, function, gateway, peer and load generator on this one machine. \
+         Produced by `scripts/bench` (the harness in `bench/`); how to read it: `docs/benchmarks.md`.\n\n",
+        cores(),
+        cpu_model()
+    );
+    md += &format!("![throughput and latency]({date}.svg)\n\n");
+    if !peer {
+        md += "The peer was not run (BENCH_PEER unset).\n\n";
+    }
+
+    md += "## Summary\n\n";
+    md += "| scenario | switchyard msg/s | slowest hop msg/s | ÷ slowest hop | CPU-additive bound msg/s | ÷ bound | peer msg/s | switchyard ÷ peer | added p50 / p99 at 50% (ms) | RSS idle / peak MiB |\n";
+    md += "|---|---|---|---|---|---|---|---|---|---|\n";
+    for s in scenarios {
+        let Some(sy) = s.runner(SWITCHYARD) else {
+            continue;
+        };
+        let peer = s.runner(PEER);
+        let added = match (s.latency_of(SWITCHYARD, 0.5), s.latency_of(RAW, 0.5)) {
+            (Some(a), Some(b)) => {
+                format!("{:.2} / {:.2}", a.p50_ms - b.p50_ms, a.p99_ms - b.p99_ms)
+            }
+            _ => "–".into(),
+        };
+        md += &format!(
+            "| {} | {:.0} | {:.0} | {} | {:.0} | {} | {} | {} | {added} | {:.1} / {:.1} |\n",
+            s.name,
+            sy.rate,
+            s.slowest_hop(),
+            ratio(sy.rate, s.slowest_hop()),
+            s.cpu_bound(),
+            ratio(sy.rate, s.cpu_bound()),
+            peer.map(|p| format!("{:.0}", p.rate)).unwrap_or("–".into()),
+            peer.map(|p| ratio(sy.rate, p.rate)).unwrap_or("–".into()),
+            s.rss_idle,
+            sy.rss_peak
+        );
+    }
+
+    md += "\n## Targets\n\n";
+    md += "| scenario | ≥ 80% of the CPU-additive bound | ahead of the peer | added p99 < 2 ms at 50% load | RSS < 20 MiB idle, < 64 MiB at full load |\n";
+    md += "|---|---|---|---|---|\n";
+    for s in scenarios {
+        let Some(sy) = s.runner(SWITCHYARD) else {
+            continue;
+        };
+        let bound = if s.is_broker() {
+            let r = sy.rate / s.cpu_bound();
+            format!("{} ({:.0}%)", verdict(r >= 0.8), r * 100.0)
+        } else {
+            "not a target (no broker)".into()
+        };
+        let vs_peer = match s.runner(PEER) {
+            Some(p) if p.ok && sy.ok => {
+                format!("{} ({:.2}×)", verdict(sy.rate > p.rate), sy.rate / p.rate)
+            }
+            Some(_) => "not compared: a run had calls missing".into(),
+            None => "no peer run".into(),
+        };
+        let added = match (s.latency_of(SWITCHYARD, 0.5), s.latency_of(RAW, 0.5)) {
+            (Some(a), Some(b)) => {
+                let d = a.p99_ms - b.p99_ms;
+                format!("{} ({d:.2} ms)", verdict(d < 2.0))
+            }
+            _ => "–".into(),
+        };
+        let mem = format!(
+            "{} ({:.1} / {:.1})",
+            verdict(s.rss_idle < 20.0 && sy.rss_peak < 64.0),
+            s.rss_idle,
+            sy.rss_peak
+        );
+        md += &format!("| {} | {bound} | {vs_peer} | {added} | {mem} |\n", s.name);
+    }
+
+    for s in scenarios {
+        md += &format!("\n## {} ({} messages of 1 KiB)\n\n", s.name, s.messages);
+        md += "Hop ceilings, each alone (CPU: this harness plus the broker or the function):\n\n";
+        md += "| hop | msg/s | CPU µs/msg, all processes |\n|---|---|---|\n";
+        for (name, r) in &s.hops {
+            md += &format!("| {name} | {:.0} | {:.1} |\n", r.rate, r.cpu_all_us);
+        }
+        md += &format!(
+            "| **CPU-additive bound** ({} cores ÷ the sum) | {:.0} | |\n\n",
+            cores(),
+            s.cpu_bound()
+        );
+        md += "End to end (rate from the first output to the last):\n\n";
+        md += "| runner | msg/s | ÷ slowest hop | ÷ bound | CPU µs/msg, runner | CPU µs/msg, all processes | RSS peak / max sampled / end MiB | function calls | every call went through |\n";
+        md += "|---|---|---|---|---|---|---|---|---|\n";
+        for (name, r) in &s.runs {
+            md += &format!(
+                "| {name} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {} | {} |\n",
+                r.rate,
+                ratio(r.rate, s.slowest_hop()),
+                ratio(r.rate, s.cpu_bound()),
+                r.cpu_us,
+                r.cpu_all_us,
+                r.rss_peak,
+                r.rss_max,
+                r.rss_end,
+                r.calls,
+                if r.ok { "yes" } else { "**no**" }
+            );
+        }
+        md += "\nLatency, open loop (publish → output; http: request → reply):\n\n";
+        md += "| runner | load | msg/s | p50 ms | p99 ms | samples |\n|---|---|---|---|---|---|\n";
+        for l in &s.latency {
+            md += &format!(
+                "| {} | {:.0}% | {:.0} | {:.2} | {:.2} | {} |\n",
+                l.runner,
+                l.share * 100.0,
+                l.rate,
+                l.p50_ms,
+                l.p99_ms,
+                l.n
+            );
+        }
+        for n in &s.notes {
+            md += &format!("\n{n}\n");
+        }
+    }
+    std::fs::write(&md_path, md).expect("write report");
+    chart(&svg_path, scenarios).expect("draw chart");
+    (md_path, svg_path)
+}
+
+fn chart(path: &Path, scenarios: &[Scenario]) -> Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1200, 520)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(700);
+    let series: [(&str, RGBColor); 5] = [
+        ("slowest hop", RGBColor(160, 160, 160)),
+        ("CPU-additive bound", RGBColor(90, 90, 90)),
+        (SWITCHYARD, RGBColor(31, 119, 180)),
+        (RAW, RGBColor(44, 160, 44)),
+        (PEER, RGBColor(214, 39, 40)),
+    ];
+    let value = |s: &Scenario, i: usize| -> Option<f64> {
+        match i {
+            0 => Some(s.slowest_hop()),
+            1 => Some(s.cpu_bound()),
+            2 => s.runner(SWITCHYARD).map(|r| r.rate),
+            3 => s.runner(RAW).map(|r| r.rate),
+            _ => s.runner(PEER).map(|r| r.rate),
+        }
+    };
+    let n = scenarios.len().max(1);
+    let top = scenarios
+        .iter()
+        .flat_map(|s| (0..5).filter_map(move |i| value(s, i)))
+        .fold(10.0, f64::max)
+        * 2.0;
+    let mut c = ChartBuilder::on(&left)
+        .caption("throughput, messages/s (log)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..n as f64, (10f64..top).log_scale())?;
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            scenarios
+                .get(x.floor() as usize)
+                .map(|s| short(&s.name))
+                .unwrap_or_default()
+        })
+        .draw()?;
+    for (i, (label, color)) in series.iter().enumerate() {
+        let bars = scenarios.iter().enumerate().filter_map(|(k, s)| {
+            let v = value(s, i)?;
+            let x0 = k as f64 + 0.1 + i as f64 * 0.16;
+            Some(Rectangle::new([(x0, 10.0), (x0 + 0.14, v)], color.filled()))
+        });
+        c.draw_series(bars)?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperRight)
+        .draw()?;
+
+    // Latency: p99 at 50% load, switchyard, the hand-written bridge and the peer.
+    let runners: [(&str, RGBColor); 3] = [series[2], series[3], series[4]];
+    let top = scenarios
+        .iter()
+        .flat_map(|s| s.latency.iter().map(|l| l.p99_ms))
+        .filter(|v| v.is_finite())
+        .fold(1.0, f64::max)
+        * 2.0;
+    let mut c = ChartBuilder::on(&right)
+        .caption("p99 latency at 50% load, ms (log)", ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(50)
+        .build_cartesian_2d(0f64..n as f64, (0.1f64..top).log_scale())?;
+    c.configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n)
+        .x_label_formatter(&|x| {
+            scenarios
+                .get(x.floor() as usize)
+                .map(|s| short(&s.name))
+                .unwrap_or_default()
+        })
+        .draw()?;
+    for (i, (label, color)) in runners.iter().enumerate() {
+        let bars = scenarios.iter().enumerate().filter_map(|(k, s)| {
+            let v = s.latency_of(label, 0.5)?.p99_ms;
+            let x0 = k as f64 + 0.15 + i as f64 * 0.24;
+            Some(Rectangle::new([(x0, 0.1), (x0 + 0.2, v)], color.filled()))
+        });
+        c.draw_series(bars)?
+            .label(*label)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::UpperLeft)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+fn short(name: &str) -> String {
+    name.split([' ', '(']).next().unwrap_or(name).to_string()
+}
