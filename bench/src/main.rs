@@ -50,7 +50,8 @@ fn now_ns() -> u64 {
 }
 
 fn payload(i: usize) -> Vec<u8> {
-    let head = format!("{{\"t\":{:020},\"n\":{i:010},\"pad\":\"", now_ns());
+    // Nanoseconds since 1970 have 19 digits (until 2286), so the time sits at bytes 5..24.
+    let head = format!("{{\"t\":{},\"n\":{i},\"pad\":\"", now_ns());
     let mut body = head.into_bytes();
     body.resize(PAYLOAD - 2, b'x');
     body.extend_from_slice(b"\"}");
@@ -59,7 +60,7 @@ fn payload(i: usize) -> Vec<u8> {
 
 /// Microseconds since the body was published (it carries its publish time).
 fn age_us(body: &[u8]) -> Option<u64> {
-    let t: u64 = std::str::from_utf8(body.get(5..25)?).ok()?.parse().ok()?;
+    let t: u64 = std::str::from_utf8(body.get(5..24)?).ok()?.parse().ok()?;
     Some(now_ns().saturating_sub(t) / 1000)
 }
 
@@ -462,6 +463,9 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
         }
         let mut out = broker.consume(&output).await;
         let p = broker.publisher(&input).await;
+        // Warm up: consumer groups joined, connections open, before anything is timed.
+        let warm = 50;
+        let (_, _) = tokio::join!(publish(&p, warm, warm, None), consume(&mut out, warm));
         for share in [0.5, 0.8] {
             let rate = max * share;
             let count = ((rate * secs) as usize).max(100);
@@ -657,4 +661,33 @@ async fn main() {
     let (md, svg) = report::write(&out, &scenarios, b.peer.is_some());
     println!("wrote {} and {}", md.display(), svg.display());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_is_one_kib_of_json_that_carries_its_publish_time() {
+        let body = payload(7);
+        assert_eq!(body.len(), PAYLOAD);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+        assert_eq!(v["n"], 7);
+        let age = age_us(&body).expect("a publish time");
+        assert!(age < 5_000_000, "age {age} µs");
+        assert_eq!(age_us(b"{\"t\":not a number}"), None);
+    }
+
+    #[test]
+    fn cpu_seconds_of_this_process_grow_with_work() {
+        let before = own_cpu_seconds();
+        let mut x = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        std::hint::black_box(x);
+        assert!(own_cpu_seconds() - before >= 0.1);
+        assert_eq!(procs::cpu_seconds(u32::MAX), 0.0);
+    }
 }

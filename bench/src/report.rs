@@ -401,3 +401,34 @@ fn chart(path: &Path, scenarios: &[Scenario]) -> Result<(), Box<dyn std::error::
 fn short(name: &str) -> String {
     name.split([' ', '(']).next().unwrap_or(name).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_of_a_known_distribution() {
+        let l = Latency::from("x", 0.5, 10.0, (1..=1000).rev().map(|v| v * 1000).collect());
+        assert_eq!(l.n, 1000);
+        assert_eq!(l.p50_ms, 501.0);
+        assert_eq!(l.p99_ms, 991.0);
+        assert!(Latency::from("x", 0.5, 1.0, vec![]).p99_ms.is_nan());
+    }
+
+    #[test]
+    fn the_cpu_bound_divides_the_cores_by_the_summed_cost_of_every_hop() {
+        let mut s = Scenario::new("Kafka", 10);
+        for cost in [10.0, 20.0, 20.0] {
+            s.hop(
+                "h",
+                Row {
+                    rate: 1000.0 + cost,
+                    cpu_all_us: cost,
+                    ..Row::default()
+                },
+            );
+        }
+        assert!((s.cpu_bound() - cores() / 50e-6).abs() < 1e-6);
+        assert_eq!(s.slowest_hop(), 1010.0);
+    }
+}

@@ -68,10 +68,12 @@ impl Delivery {
         let inv = Invocation::new(
             self.pipeline.clone(),
             self.trigger_name.clone(),
-            events.clone(),
+            events,
             self.batch,
             self.output_names.clone(),
         );
+        // Shared with the invocation, not copied: the outputs and dead letters read them too.
+        let events = inv.events.clone();
         let started = Instant::now();
         let result = self.invoker.clone().oneshot(inv.clone()).await;
         self.metrics

@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use switchyard_sdk::cloudevents::{binary_headers, to_json};
+use switchyard_sdk::cloudevents::{encode_header_value, to_json};
 use switchyard_sdk::event::is_json_media_type;
 use switchyard_sdk::{BoxError, Event, Reply};
 
@@ -103,6 +103,24 @@ impl tower::Service<Invocation> for FunctionCall {
 impl FunctionCall {
     async fn invoke(self, inv: Invocation) -> Result<Answer, InvokeError> {
         let attempt = inv.next_attempt();
+        let traceparent = inv
+            .events
+            .first()
+            .and_then(|e| e.extensions.get("traceparent").cloned());
+        // The common case, one event in binary mode, is sent without copying the event.
+        if self.format == Format::Cloudevents && inv.events.len() == 1 && !inv.batch {
+            let e = &inv.events[0];
+            let mut headers = binary_header_map(e, attempt);
+            for (k, v) in &self.headers {
+                headers.insert(k.clone(), v.clone());
+            }
+            let req = self
+                .client
+                .post(self.base_url.clone())
+                .headers(headers)
+                .body(e.data.clone());
+            return self.send(req, traceparent, &inv).await;
+        }
         let events: Vec<Event> = inv
             .events
             .iter()
@@ -112,18 +130,7 @@ impl FunctionCall {
                 e
             })
             .collect();
-        let traceparent = events
-            .first()
-            .and_then(|e| e.extensions.get("traceparent").cloned());
-        let mut req = match self.format {
-            Format::Cloudevents if events.len() == 1 && !inv.batch => {
-                let e = &events[0];
-                let mut r = self.client.post(self.base_url.clone());
-                for (k, v) in binary_headers(e) {
-                    r = r.header(k, v);
-                }
-                r.body(e.data.clone())
-            }
+        let req = match self.format {
             Format::Cloudevents | Format::CloudeventsStructured
                 if events.len() > 1 || inv.batch =>
             {
@@ -150,7 +157,17 @@ impl FunctionCall {
                     .body(serde_json::to_vec(&azure_request(&inv, &events)).expect("json"))
             }
         };
-        req = req.headers(self.headers.clone());
+        self.send(req.headers(self.headers.clone()), traceparent, &inv)
+            .await
+    }
+
+    /// Send one attempt and decode the function's answer.
+    async fn send(
+        &self,
+        mut req: reqwest::RequestBuilder,
+        traceparent: Option<String>,
+        inv: &Invocation,
+    ) -> Result<Answer, InvokeError> {
         if let Some(tp) = traceparent {
             req = req.header("traceparent", tp);
         }
@@ -180,6 +197,41 @@ impl FunctionCall {
             _ => decode_cloudevents(body, content_type, &headers),
         }
     }
+}
+
+/// Binary-mode headers for one event and this attempt, built straight into a header map: the
+/// fixed `ce-*` names are static, values are percent-encoded once and not copied again.
+fn binary_header_map(e: &Event, attempt: u32) -> HeaderMap {
+    fn value(s: &str) -> HeaderValue {
+        // Percent-encoding leaves only visible ASCII, which is always a valid header value.
+        HeaderValue::try_from(encode_header_value(s)).expect("percent-encoded header value")
+    }
+    let mut h = HeaderMap::with_capacity(8 + e.extensions.len());
+    h.insert(
+        HeaderName::from_static("ce-specversion"),
+        HeaderValue::from_static("1.0"),
+    );
+    h.insert(HeaderName::from_static("ce-id"), value(&e.id));
+    h.insert(HeaderName::from_static("ce-source"), value(&e.source));
+    h.insert(HeaderName::from_static("ce-type"), value(&e.ty));
+    h.insert(
+        HeaderName::from_static("ce-time"),
+        value(&e.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
+    );
+    if let Some(s) = &e.subject {
+        h.insert(HeaderName::from_static("ce-subject"), value(s));
+    }
+    for (k, v) in &e.extensions {
+        if let Ok(name) = HeaderName::try_from(format!("ce-{k}")) {
+            h.insert(name, value(v));
+        }
+    }
+    h.insert(
+        HeaderName::from_static("ce-deliveryattempt"),
+        HeaderValue::from(attempt),
+    );
+    h.insert(CONTENT_TYPE, value(e.content_type_or_default()));
+    h
 }
 
 /// The whole chain of an error, without URLs (they may carry credentials).

@@ -12,7 +12,6 @@ use switchyard_sdk::event::sniff_json;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::health::HealthHandle;
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
-use tokio_util::sync::CancellationToken;
 
 impl NatsTriggerConfig {
     /// Build the trigger.
@@ -184,31 +183,12 @@ async fn run_jetstream(
                 event.time = i.published;
             }
             event.set_extension("natsdelivered", delivered.to_string());
-            // Long calls: tell the server the message is still being worked on.
-            let working = CancellationToken::new();
-            let msg = Arc::new(msg);
-            tokio::spawn(keep_alive(
-                msg.clone(),
-                js_cfg.ack_wait.get(),
-                working.clone(),
-            ));
+            // One task per message: it keeps a long call alive and then settles the message.
+            let (tx, status) = tokio::sync::oneshot::channel();
             pending.fetch_add(1, Ordering::SeqCst);
-            let p = pending.clone();
-            let ack = Ack::new(move |status: EventStatus| {
-                working.cancel();
-                tokio::spawn(async move {
-                    let kind = match status {
-                        s if s.is_settled() => AckKind::Ack,
-                        // Failed for good, no dead letter: never deliver it again.
-                        EventStatus::Rejected { .. } => AckKind::Term,
-                        // Not finished: deliver it again a little later.
-                        _ => AckKind::Nak(Some(Duration::from_secs(1))),
-                    };
-                    if let Err(e) = msg.ack_with(kind).await {
-                        tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
-                    }
-                    p.fetch_sub(1, Ordering::SeqCst);
-                });
+            tokio::spawn(settle(msg, js_cfg.ack_wait.get(), status, pending.clone()));
+            let ack = Ack::new(move |s: EventStatus| {
+                let _ = tx.send(s);
             });
             if cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
                 break 'consumer;
@@ -247,16 +227,34 @@ async fn consumer(
     Ok(stream.get_or_create_consumer(&c.durable, config).await?)
 }
 
-async fn keep_alive(msg: Arc<jetstream::Message>, ack_wait: Duration, done: CancellationToken) {
+/// Wait for the delivery's outcome, telling the server the message is still being worked on
+/// every third of `ack_wait` (long calls), then acknowledge it accordingly.
+async fn settle(
+    msg: jetstream::Message,
+    ack_wait: Duration,
+    mut status: tokio::sync::oneshot::Receiver<EventStatus>,
+    pending: Arc<AtomicUsize>,
+) {
     let every = (ack_wait / 3).max(Duration::from_millis(500));
-    loop {
+    let status = loop {
         tokio::select! {
-            _ = done.cancelled() => return,
+            s = &mut status => break s,
             _ = tokio::time::sleep(every) => {
                 let _ = msg.ack_with(AckKind::Progress).await;
             }
         }
+    };
+    let kind = match status {
+        Ok(s) if s.is_settled() => AckKind::Ack,
+        // Failed for good, no dead letter: never deliver it again.
+        Ok(EventStatus::Rejected { .. }) => AckKind::Term,
+        // Not finished: deliver it again a little later.
+        _ => AckKind::Nak(Some(Duration::from_secs(1))),
+    };
+    if let Err(e) = msg.ack_with(kind).await {
+        tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
     }
+    pending.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// `switchyard_trigger_backlog`: the durable's pending count, every 10 s.
