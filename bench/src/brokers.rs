@@ -322,9 +322,15 @@ impl Broker {
                                 let q = q.clone();
                                 let (id, receipt) = (m.message_id.unwrap(), m.pop_receipt.unwrap());
                                 let ack = async move {
-                                    q.delete_message(&id, &receipt, None)
-                                        .await
-                                        .expect("azure delete");
+                                    for attempt in 1.. {
+                                        match q.delete_message(&id, &receipt, None).await {
+                                            Ok(_) => return,
+                                            Err(e) if attempt >= 3 => panic!("azure delete: {e}"),
+                                            Err(_) => {
+                                                tokio::time::sleep(Duration::from_millis(50)).await
+                                            }
+                                        }
+                                    }
                                 }
                                 .boxed();
                                 Msg {
@@ -494,12 +500,21 @@ impl Publisher {
                 let q = q.clone();
                 let text = base64::engine::general_purpose::STANDARD.encode(&body);
                 async move {
-                    let m = QueueMessage {
-                        message_text: Some(text),
-                    };
-                    q.send_message(m.try_into().expect("message body"), None)
-                        .await
-                        .expect("azure put");
+                    // Azurite closes idle keep-alive connections; a put on one that was just
+                    // closed fails before it is sent, so it is tried again (3 tries).
+                    for attempt in 1.. {
+                        let m = QueueMessage {
+                            message_text: Some(text.clone()),
+                        };
+                        match q
+                            .send_message(m.try_into().expect("message body"), None)
+                            .await
+                        {
+                            Ok(_) => return,
+                            Err(e) if attempt >= 3 => panic!("azure put: {e}"),
+                            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                        }
+                    }
                 }
                 .boxed()
             }
