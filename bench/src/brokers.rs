@@ -301,14 +301,13 @@ impl Broker {
                             visibility_timeout: Some(120),
                             ..Default::default()
                         };
-                        let got = q
-                            .receive_messages(Some(options))
-                            .await
-                            .expect("azure receive")
-                            .into_model()
-                            .expect("azure receive body")
-                            .items
-                            .unwrap_or_default();
+                        // A receive on a connection Azurite has just closed fails; the next
+                        // poll opens a new one.
+                        let got = match q.receive_messages(Some(options)).await {
+                            Ok(r) => r.into_model().expect("azure receive body").items,
+                            Err(_) => None,
+                        }
+                        .unwrap_or_default();
                         if got.is_empty() {
                             tokio::time::sleep(Duration::from_millis(20)).await;
                             continue;
