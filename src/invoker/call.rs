@@ -8,7 +8,7 @@ use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use switchyard_sdk::cloudevents::{encode_header_value, to_json};
+use switchyard_sdk::cloudevents::{binary_headers, to_json};
 use switchyard_sdk::event::is_json_media_type;
 use switchyard_sdk::{BoxError, Event, Reply};
 
@@ -110,7 +110,11 @@ impl FunctionCall {
         // The common case, one event in binary mode, is sent without copying the event.
         if self.format == Format::Cloudevents && inv.events.len() == 1 && !inv.batch {
             let e = &inv.events[0];
-            let mut headers = binary_header_map(e, attempt);
+            let mut headers = binary_headers(e);
+            headers.insert(
+                HeaderName::from_static("ce-deliveryattempt"),
+                HeaderValue::from(attempt),
+            );
             for (k, v) in &self.headers {
                 headers.insert(k.clone(), v.clone());
             }
@@ -197,41 +201,6 @@ impl FunctionCall {
             _ => decode_cloudevents(body, content_type, &headers),
         }
     }
-}
-
-/// Binary-mode headers for one event and this attempt, built straight into a header map: the
-/// fixed `ce-*` names are static, values are percent-encoded once and not copied again.
-fn binary_header_map(e: &Event, attempt: u32) -> HeaderMap {
-    fn value(s: &str) -> HeaderValue {
-        // Percent-encoding leaves only visible ASCII, which is always a valid header value.
-        HeaderValue::try_from(encode_header_value(s)).expect("percent-encoded header value")
-    }
-    let mut h = HeaderMap::with_capacity(8 + e.extensions.len());
-    h.insert(
-        HeaderName::from_static("ce-specversion"),
-        HeaderValue::from_static("1.0"),
-    );
-    h.insert(HeaderName::from_static("ce-id"), value(&e.id));
-    h.insert(HeaderName::from_static("ce-source"), value(&e.source));
-    h.insert(HeaderName::from_static("ce-type"), value(&e.ty));
-    h.insert(
-        HeaderName::from_static("ce-time"),
-        value(&e.time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)),
-    );
-    if let Some(s) = &e.subject {
-        h.insert(HeaderName::from_static("ce-subject"), value(s));
-    }
-    for (k, v) in &e.extensions {
-        if let Ok(name) = HeaderName::try_from(format!("ce-{k}")) {
-            h.insert(name, value(v));
-        }
-    }
-    h.insert(
-        HeaderName::from_static("ce-deliveryattempt"),
-        HeaderValue::from(attempt),
-    );
-    h.insert(CONTENT_TYPE, value(e.content_type_or_default()));
-    h
 }
 
 /// The whole chain of an error, without URLs (they may carry credentials).

@@ -1,6 +1,8 @@
 //! The CloudEvents 1.0 HTTP binding: binary-mode headers and the JSON event format.
 
 use crate::event::{is_json_media_type, Event};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
 use chrono::SecondsFormat;
 
@@ -43,17 +45,37 @@ pub fn attributes(event: &Event) -> Vec<(String, String)> {
     attrs
 }
 
-/// Binary-mode headers (`ce-*` plus `content-type`), values percent-encoded.
-pub fn binary_headers(event: &Event) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = attributes(event)
-        .into_iter()
-        .map(|(k, v)| (format!("ce-{k}"), encode_header_value(&v)))
-        .collect();
-    headers.push((
-        "content-type".into(),
-        encode_header_value(event.content_type_or_default()),
-    ));
-    headers
+/// Binary-mode headers (`ce-*` plus `content-type`), values percent-encoded, built straight into
+/// a header map: the fixed names are static and each value is encoded once, not copied again.
+/// An extension whose name is not a valid header name is left out; `Event::set_extension` only
+/// makes valid ones (the `cloudevents` fuzz target checks that none is ever left out).
+pub fn binary_headers(event: &Event) -> HeaderMap {
+    fn value(s: &str) -> HeaderValue {
+        // Percent-encoding leaves only visible ASCII, which is always a valid header value.
+        HeaderValue::try_from(encode_header_value(s)).expect("percent-encoded header value")
+    }
+    let mut h = HeaderMap::with_capacity(8 + event.extensions.len());
+    h.insert(
+        HeaderName::from_static("ce-specversion"),
+        HeaderValue::from_static(SPEC_VERSION),
+    );
+    h.insert(HeaderName::from_static("ce-id"), value(&event.id));
+    h.insert(HeaderName::from_static("ce-source"), value(&event.source));
+    h.insert(HeaderName::from_static("ce-type"), value(&event.ty));
+    h.insert(
+        HeaderName::from_static("ce-time"),
+        value(&event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+    );
+    if let Some(s) = &event.subject {
+        h.insert(HeaderName::from_static("ce-subject"), value(s));
+    }
+    for (k, v) in &event.extensions {
+        if let Ok(name) = HeaderName::try_from(format!("ce-{k}")) {
+            h.insert(name, value(v));
+        }
+    }
+    h.insert(CONTENT_TYPE, value(event.content_type_or_default()));
+    h
 }
 
 /// The event in the JSON event format (structured mode, batches, dead letters). JSON data stays
