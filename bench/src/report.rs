@@ -308,27 +308,61 @@ fn chart(path: &Path, scenarios: &[Scenario]) -> Result<(), Box<dyn std::error::
         (RAW, RGBColor(44, 160, 44)),
         (PEER, RGBColor(214, 39, 40)),
     ];
-    let value = |s: &Scenario, i: usize| -> Option<f64> {
-        match i {
+    bar_panel(
+        &left,
+        "throughput, messages/s (log)",
+        (10.0, 10.0),
+        scenarios,
+        &series,
+        |s, i| match i {
             0 => Some(s.slowest_hop()),
             1 => Some(s.cpu_bound()),
             2 => s.runner(SWITCHYARD).map(|r| r.rate),
             3 => s.runner(RAW).map(|r| r.rate),
             _ => s.runner(PEER).map(|r| r.rate),
-        }
-    };
+        },
+        SeriesLabelPosition::UpperRight,
+    )?;
+    // Latency: p99 at 50% load, switchyard, the hand-written bridge and the peer.
+    let runners = [series[2], series[3], series[4]];
+    bar_panel(
+        &right,
+        "p99 latency at 50% load, ms (log)",
+        (0.1, 1.0),
+        scenarios,
+        &runners,
+        |s, i| s.latency_of(runners[i].0, 0.5).map(|l| l.p99_ms),
+        SeriesLabelPosition::UpperLeft,
+    )?;
+    root.present()?;
+    Ok(())
+}
+
+/// One panel of grouped bars on a log scale: a group per scenario, a bar per series (`value`
+/// of the scenario and the series' index; `None` draws no bar). `floor` is the axis' bottom
+/// and the smallest top; the top is twice the largest value.
+fn bar_panel(
+    area: &DrawingArea<SVGBackend, plotters::coord::Shift>,
+    caption: &str,
+    (floor, min_top): (f64, f64),
+    scenarios: &[Scenario],
+    series: &[(&str, RGBColor)],
+    value: impl Fn(&Scenario, usize) -> Option<f64>,
+    legend: SeriesLabelPosition,
+) -> Result<(), Box<dyn std::error::Error>> {
     let n = scenarios.len().max(1);
     let top = scenarios
         .iter()
-        .flat_map(|s| (0..5).filter_map(move |i| value(s, i)))
-        .fold(10.0, f64::max)
+        .flat_map(|s| (0..series.len()).filter_map(|i| value(s, i)))
+        .filter(|v| v.is_finite())
+        .fold(min_top, f64::max)
         * 2.0;
-    let mut c = ChartBuilder::on(&left)
-        .caption("throughput, messages/s (log)", ("sans-serif", 18))
+    let mut c = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..n as f64, (10f64..top).log_scale())?;
+        .build_cartesian_2d(0f64..n as f64, (floor..top).log_scale())?;
     c.configure_mesh()
         .disable_x_mesh()
         .x_labels(n)
@@ -339,11 +373,15 @@ fn chart(path: &Path, scenarios: &[Scenario]) -> Result<(), Box<dyn std::error::
                 .unwrap_or_default()
         })
         .draw()?;
+    let step = 0.8 / series.len() as f64;
     for (i, (label, color)) in series.iter().enumerate() {
         let bars = scenarios.iter().enumerate().filter_map(|(k, s)| {
             let v = value(s, i)?;
-            let x0 = k as f64 + 0.1 + i as f64 * 0.16;
-            Some(Rectangle::new([(x0, 10.0), (x0 + 0.14, v)], color.filled()))
+            let x0 = k as f64 + 0.1 + i as f64 * step;
+            Some(Rectangle::new(
+                [(x0, floor), (x0 + step * 0.875, v)],
+                color.filled(),
+            ))
         });
         c.draw_series(bars)?
             .label(*label)
@@ -352,49 +390,8 @@ fn chart(path: &Path, scenarios: &[Scenario]) -> Result<(), Box<dyn std::error::
     c.configure_series_labels()
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperRight)
+        .position(legend)
         .draw()?;
-
-    // Latency: p99 at 50% load, switchyard, the hand-written bridge and the peer.
-    let runners: [(&str, RGBColor); 3] = [series[2], series[3], series[4]];
-    let top = scenarios
-        .iter()
-        .flat_map(|s| s.latency.iter().map(|l| l.p99_ms))
-        .filter(|v| v.is_finite())
-        .fold(1.0, f64::max)
-        * 2.0;
-    let mut c = ChartBuilder::on(&right)
-        .caption("p99 latency at 50% load, ms (log)", ("sans-serif", 18))
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(50)
-        .build_cartesian_2d(0f64..n as f64, (0.1f64..top).log_scale())?;
-    c.configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n)
-        .x_label_formatter(&|x| {
-            scenarios
-                .get(x.floor() as usize)
-                .map(|s| short(&s.name))
-                .unwrap_or_default()
-        })
-        .draw()?;
-    for (i, (label, color)) in runners.iter().enumerate() {
-        let bars = scenarios.iter().enumerate().filter_map(|(k, s)| {
-            let v = s.latency_of(label, 0.5)?.p99_ms;
-            let x0 = k as f64 + 0.15 + i as f64 * 0.24;
-            Some(Rectangle::new([(x0, 0.1), (x0 + 0.2, v)], color.filled()))
-        });
-        c.draw_series(bars)?
-            .label(*label)
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 10, y + 5)], color.filled()));
-    }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
-    root.present()?;
     Ok(())
 }
 
