@@ -38,9 +38,7 @@ const MIN_POLL: Duration = Duration::from_millis(100);
 impl AzureQueueTriggerConfig {
     /// Build the trigger.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
-        if let Some((key, message)) = crate::config::check_queue_trigger(self).into_iter().next() {
-            return Err(BuildError::invalid(key, message));
-        }
+        BuildError::first_of(crate::config::check_queue_trigger(self))?;
         let account = crate::account(
             self.connection_string.expose(),
             self.endpoint.as_deref(),
@@ -119,15 +117,10 @@ async fn run(q: Arc<Shared>, cx: TriggerContext) -> Result<(), BoxError> {
                 if failing.fails(&why) {
                     tracing::warn!(pipeline = %cx.pipeline, queue = %q.config.queue, error = %why, "cannot receive; retrying with backoff (logged again when the error changes)");
                 }
-                drop(held);
-                tokio::select! {
-                    _ = cx.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(idle) => {}
-                }
-                idle = (idle * 2).min(q.config.max_polling_interval.get().max(MIN_POLL));
-                continue;
+                Vec::new()
             }
         };
+        // Nothing received (an empty queue or an error): wait, longer each time.
         if messages.is_empty() {
             drop(held);
             tokio::select! {
