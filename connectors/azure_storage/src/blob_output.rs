@@ -21,9 +21,7 @@ pub struct AzureBlobOutput {
 impl AzureBlobOutputConfig {
     /// Build the output.
     pub fn build(&self) -> Result<AzureBlobOutput, BuildError> {
-        if let Some((key, message)) = crate::config::check_blob_output(self).into_iter().next() {
-            return Err(BuildError::invalid(key, message));
-        }
+        BuildError::first_of(crate::config::check_blob_output(self))?;
         let account = crate::account(
             self.connection_string.expose(),
             self.endpoint.as_deref(),

@@ -52,9 +52,7 @@ const SKEW: chrono::Duration = chrono::Duration::minutes(2);
 impl AzureBlobTriggerConfig {
     /// Build the trigger.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
-        if let Some((key, message)) = crate::config::check_blob_trigger(self).into_iter().next() {
-            return Err(BuildError::invalid(key, message));
-        }
+        BuildError::first_of(crate::config::check_blob_trigger(self))?;
         let pattern = match &self.pattern {
             Some(p) => Some(Pattern::parse(p).map_err(|m| BuildError::invalid("pattern", m))?),
             None => None,

@@ -24,9 +24,7 @@ pub struct AzureQueueOutput {
 impl AzureQueueOutputConfig {
     /// Build the output.
     pub fn build(&self) -> Result<AzureQueueOutput, BuildError> {
-        if let Some((key, message)) = crate::config::check_queue_output(self).into_iter().next() {
-            return Err(BuildError::invalid(key, message));
-        }
+        BuildError::first_of(crate::config::check_queue_output(self))?;
         let account = crate::account(
             self.connection_string.expose(),
             self.endpoint.as_deref(),

@@ -103,9 +103,7 @@ impl KafkaTriggerConfig {
 
     /// Build the trigger.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
-        if let Some((k, m)) = check_trigger(self).into_iter().next() {
-            return Err(BuildError::invalid(k, m));
-        }
+        BuildError::first_of(check_trigger(self))?;
         build_consumer(cx, self.client_config(), &self.topics, "kafka")
     }
 }

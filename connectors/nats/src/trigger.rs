@@ -16,9 +16,7 @@ use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
 impl NatsTriggerConfig {
     /// Build the trigger.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
-        if let Some((k, m)) = check_trigger(self).into_iter().next() {
-            return Err(BuildError::invalid(k, m));
-        }
+        BuildError::first_of(check_trigger(self))?;
         let config = self.clone();
         cx.health.not_ready("connecting to nats");
         Ok(Trigger::task(Box::pin(async move {

@@ -42,6 +42,15 @@ impl BuildError {
             message: message.into(),
         }
     }
+
+    /// The first of a connector's `(key, message)` config problems as an error, if any: what a
+    /// `build` refuses to start with (`validate` reports all of them).
+    pub fn first_of(problems: Vec<(String, String)>) -> Result<(), Self> {
+        match problems.into_iter().next() {
+            Some((key, message)) => Err(Self::invalid(key, message)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// A failed output write.

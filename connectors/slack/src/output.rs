@@ -22,9 +22,7 @@ pub struct SlackOutput {
 impl SlackOutputConfig {
     /// Build the output.
     pub fn build(&self) -> Result<SlackOutput, BuildError> {
-        if let Some((k, m)) = check_output(self).into_iter().next() {
-            return Err(BuildError::invalid(k, m));
-        }
+        BuildError::first_of(check_output(self))?;
         let client = reqwest::Client::builder()
             .timeout(self.timeout.get())
             .build()
