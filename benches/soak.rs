@@ -3,9 +3,11 @@
 //! gateway's RSS and open file descriptors; at the end, start/peak/end of both and whether
 //! anything was lost. Run with `scripts/soak` (it starts RabbitMQ).
 
-mod common;
+// The benchmark harness's process helpers (free ports, /proc memory), shared rather than copied.
+#[allow(dead_code)]
+#[path = "../bench/src/procs.rs"]
+mod procs;
 
-use common::{free_port, mem_mib};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
@@ -13,6 +15,7 @@ use lapin::options::{
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Connection, ConnectionProperties};
+use procs::{free_port, mem_mib};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
