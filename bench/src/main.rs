@@ -25,7 +25,7 @@ use brokers::{Broker, Kind, Msg, Publisher};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
 use procs::{cpu_of, free_port, mem_mib, own_cpu_seconds, pid_on_port, wait_port, Proc};
-use report::{Latency, Row, Scenario};
+use report::{Latency, Row, Scenario, PEER, RAW, RUNNERS, SWITCHYARD};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -246,6 +246,58 @@ async fn raw_bridge(
     })
 }
 
+/// Switchyard or the peer as a process, or the hand-written bridge as a task of this process
+/// (aborted when dropped), moving messages from one queue to another.
+enum Running {
+    Process(Proc),
+    Task(tokio::task::JoinHandle<()>),
+}
+
+impl Running {
+    fn pid(&self) -> u32 {
+        match self {
+            Running::Process(p) => p.pid(),
+            Running::Task(_) => std::process::id(),
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Running::Task(t) = self {
+            t.abort();
+        }
+    }
+}
+
+/// Start `runner` (one of `RUNNERS`) on the route from `input` to `output`; `Err` says why it
+/// cannot run here.
+async fn start_runner(
+    b: &Bench,
+    broker: &Broker,
+    runner: &str,
+    input: &str,
+    output: &str,
+) -> Result<Running, &'static str> {
+    match runner {
+        SWITCHYARD => Ok(Running::Process(
+            b.start_gateway(&broker.gateway_pipeline(input, output), None)
+                .await,
+        )),
+        RAW => Ok(Running::Task(raw_bridge(b, broker, input, output).await)),
+        _ => {
+            let (pin, pout) = broker
+                .peer_endpoints(input, output)
+                .ok_or("The peer has no Azure Storage queue connector; not compared.")?;
+            let peer = b
+                .start_peer(&pin, &pout)
+                .await
+                .ok_or("The peer was not run (BENCH_PEER unset).")?;
+            Ok(Running::Process(peer))
+        }
+    }
+}
+
 /// Wait until `output` holds `n` messages; the rate from the first one seen to the last, CPU
 /// seconds per message of `pid` and of every process in `all`, and `pid`'s memory.
 async fn drain(broker: &Broker, output: &str, n: usize, pid: u32, all: &[u32]) -> Row {
@@ -393,39 +445,23 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
 
     // End to end from a backlog: switchyard, the hand-written bridge, the peer.
     let all = |pid: u32| vec![pid, broker_pid, b.echo_pid()];
-    for runner in ["switchyard", "hand-written bridge", "peer (mq-bridge-app)"] {
+    for runner in RUNNERS {
         let (input, output) = (unique("in"), unique("out"));
         broker.create(&input).await;
         broker.create(&output).await;
         let p = broker.publisher(&input).await;
         publish(&p, n, kind.window(), None).await;
         let served0 = b.served().await;
-        let row = match runner {
-            "switchyard" => {
-                let gw = b
-                    .start_gateway(&broker.gateway_pipeline(&input, &output), None)
-                    .await;
-                drain(&broker, &output, n, gw.pid(), &all(gw.pid())).await
-            }
-            "hand-written bridge" => {
-                let me = std::process::id();
-                let task = raw_bridge(b, &broker, &input, &output).await;
-                let row = drain(&broker, &output, n, me, &all(me)).await;
-                task.abort();
-                row
-            }
-            _ => {
-                let Some((pin, pout)) = broker.peer_endpoints(&input, &output) else {
-                    s.note("The peer has no Azure Storage queue connector; not compared.");
-                    continue;
-                };
-                let Some(peer) = b.start_peer(&pin, &pout).await else {
-                    s.note("The peer was not run (BENCH_PEER unset).");
-                    continue;
-                };
-                drain(&broker, &output, n, peer.pid(), &all(peer.pid())).await
+        let running = match start_runner(b, &broker, runner, &input, &output).await {
+            Ok(r) => r,
+            Err(why) => {
+                s.note(why);
+                continue;
             }
         };
+        let pid = running.pid();
+        let row = drain(&broker, &output, n, pid, &all(pid)).await;
+        drop(running);
         let calls = b.served().await - served0;
         let row = Row {
             calls,
@@ -442,31 +478,19 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     // Latency, open loop, at 50% and 80% of switchyard's maximum.
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
     let secs = b.latency_secs;
-    for runner in ["switchyard", "hand-written bridge", "peer (mq-bridge-app)"] {
+    for runner in RUNNERS {
         let (input, output) = (unique("lin"), unique("lout"));
         broker.create(&input).await;
         broker.create(&output).await;
-        let mut keep: (Option<Proc>, Option<tokio::task::JoinHandle<()>>) = (None, None);
-        match runner {
-            "switchyard" => {
-                let gw = b
-                    .start_gateway(&broker.gateway_pipeline(&input, &output), None)
-                    .await;
-                tokio::time::sleep(Duration::from_secs(2)).await;
-                s.rss_idle = mem_mib(gw.pid(), "VmRSS:");
-                keep.0 = Some(gw);
-            }
-            "hand-written bridge" => keep.1 = Some(raw_bridge(b, &broker, &input, &output).await),
-            _ => {
-                let Some((pin, pout)) = broker.peer_endpoints(&input, &output) else {
-                    continue;
-                };
-                let Some(peer) = b.start_peer(&pin, &pout).await else {
-                    continue;
-                };
-                keep.0 = Some(peer);
-                tokio::time::sleep(Duration::from_secs(3)).await;
-            }
+        let Ok(running) = start_runner(b, &broker, runner, &input, &output).await else {
+            continue;
+        };
+        if runner == SWITCHYARD {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            s.rss_idle = mem_mib(running.pid(), "VmRSS:");
+        } else if runner == PEER {
+            // It has no readiness endpoint.
+            tokio::time::sleep(Duration::from_secs(3)).await;
         }
         let mut out = broker.consume(&output).await;
         let p = broker.publisher(&input).await;
@@ -488,9 +512,6 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
                 l.p99_ms
             );
             s.latency.push(l);
-        }
-        if let Some(t) = keep.1 {
-            t.abort();
         }
     }
     s
@@ -519,7 +540,7 @@ async fn http_scenario(b: &Bench) -> Scenario {
     tokio::time::sleep(Duration::from_secs(2)).await;
     s.rss_idle = mem_mib(gw.pid(), "VmRSS:");
     let gw_url = format!("http://127.0.0.1:{ingress}/in");
-    let mut runners: Vec<(&str, String, Proc)> = vec![("switchyard", gw_url, gw)];
+    let mut runners: Vec<(&str, String, Proc)> = vec![(SWITCHYARD, gw_url, gw)];
     let port = free_port();
     if let Some(peer) = b
         .start_peer(
@@ -529,11 +550,7 @@ async fn http_scenario(b: &Bench) -> Scenario {
         .await
     {
         wait_port(port, "the peer").await;
-        runners.push((
-            "peer (mq-bridge-app)",
-            format!("http://127.0.0.1:{port}/"),
-            peer,
-        ));
+        runners.push((PEER, format!("http://127.0.0.1:{port}/"), peer));
     } else {
         s.note("The peer was not run (BENCH_PEER unset).");
     }
@@ -565,8 +582,7 @@ async fn http_scenario(b: &Bench) -> Scenario {
     for share in [0.5, 0.8] {
         let rate = max * share;
         let direct = open_loop_http(b, &b.echo_url, rate, b.latency_secs).await;
-        s.latency
-            .push(Latency::from("hand-written bridge", share, rate, direct));
+        s.latency.push(Latency::from(RAW, share, rate, direct));
         for (name, url, _) in &runners {
             let l = Latency::from(
                 name,

@@ -140,9 +140,11 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
-const SWITCHYARD: &str = "switchyard";
-const PEER: &str = "peer (mq-bridge-app)";
-const RAW: &str = "hand-written bridge";
+pub const SWITCHYARD: &str = "switchyard";
+pub const PEER: &str = "peer (mq-bridge-app)";
+pub const RAW: &str = "hand-written bridge";
+/// Every runner of an end-to-end scenario, in the order they run.
+pub const RUNNERS: [&str; 3] = [SWITCHYARD, RAW, PEER];
 
 fn ratio(a: f64, b: f64) -> String {
     if b > 0.0 && a.is_finite() && b.is_finite() {
