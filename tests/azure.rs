@@ -80,7 +80,7 @@ async fn thousand_queue_messages_become_blobs_none_lost_queue_empty() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(left, 0, "queue empty");
+    assert_eq!(left, 0, "queue empty; gateway log:\n{}", g.log());
     let calls = g.function_log().len();
     assert!(calls >= N, "the function saw every message ({calls} calls)");
     let first = &g.function_log()[0]["headers"];

@@ -29,24 +29,21 @@ use azure_core::http::{ClientOptions, RetryOptions, Transport};
 use azure_storage_blob::{BlobContainerClient, BlobContainerClientOptions};
 use azure_storage_queue::{QueueClient, QueueClientOptions};
 use connection::{Account, Credential, Service};
-use std::sync::OnceLock;
 use switchyard_sdk::error::BuildError;
 use switchyard_sdk::OutputError;
 
-/// One HTTP client for every storage client of the process, so connections are reused.
+/// An HTTP client for one storage client. Not one per process: a pooled connection belongs to
+/// the tokio runtime that opened it and fails ("dispatch gone") once that runtime ends, which a
+/// process-wide pool would hand to the next runtime (every `#[tokio::test]` has its own).
 fn transport() -> Transport {
-    static T: OnceLock<Transport> = OnceLock::new();
-    T.get_or_init(|| {
-        Transport::new(azure_core::http::new_http_client(Some(
-            azure_core::http::HttpClientOptions {
-                automatic_decompression: false,
-            },
-        )))
-    })
-    .clone()
+    Transport::new(azure_core::http::new_http_client(Some(
+        azure_core::http::HttpClientOptions {
+            automatic_decompression: false,
+        },
+    )))
 }
 
-/// Client options: the shared transport, no SDK retries (the engine and the triggers retry
+/// Client options: its own transport, no SDK retries (the engine and the triggers retry
 /// with their own backoff), and the shared key policy when the account has a key.
 fn client_options(account: &Account) -> ClientOptions {
     let mut o = ClientOptions {
