@@ -1,17 +1,27 @@
-//! Wiring: build every function, output and trigger from the config, run them, drain on a
-//! signal.
+//! Wiring: build every function, output and trigger from the config, run them, reload the
+//! config on SIGHUP or when its file changes, drain on SIGTERM/SIGINT.
+//!
+//! A reload compares the new config with the running one entry by entry (after
+//! interpolation, so a rotated secret counts as a change). Pipelines whose entry or whose
+//! function's entry changed, and removed ones, are drained exactly as on shutdown (no new
+//! events, in-flight ones finished and acknowledged) before the new version starts; unchanged
+//! pipelines are not touched. An invalid config, or one whose new outputs cannot be built, is
+//! refused as a whole and the running config stays.
 
-use crate::config::{Config, Ordering};
+use crate::config::{Config, FunctionConfig, Loaded, Ordering, PipelineConfig};
 use crate::engine::{deliver::NamedOutput, run_dispatcher, Delivery};
 use crate::invoker::{self, retry::RetryPolicy, supervisor::Supervisor, FunctionService};
-use crate::{admin, engine};
-use std::collections::HashMap;
-use std::sync::Arc;
+use crate::{admin, engine, telemetry};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-use switchyard_sdk::{BoxError, Health, TriggerContext};
+use switchyard_sdk::{BoxError, Health, Output, TriggerContext};
 use tokio::sync::mpsc;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
 
 /// How the gateway stopped.
 #[derive(Debug, PartialEq, Eq)]
@@ -22,16 +32,24 @@ pub enum Exit {
     Fatal,
 }
 
+/// Where the running config came from, for reloads.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// The config file, read again on SIGHUP.
+    pub path: PathBuf,
+    /// How often the file is checked for a change; `None` reloads on SIGHUP only.
+    pub watch: Option<Duration>,
+}
+
 /// Run the gateway until a signal (drain, exit 0) or a fatal trigger error (exit 1).
-pub async fn run(config: Config) -> Result<Exit, BoxError> {
+pub async fn run(loaded: Loaded, source: Option<Source>) -> Result<Exit, BoxError> {
     let metrics = admin::install_metrics()?;
     let health = Health::default();
     // Components register as they are built; until every one is, the gateway is not ready.
     let startup = health.register("startup", "starting: not every pipeline is built yet");
-    let stop_functions = CancellationToken::new();
-    let drain = CancellationToken::new();
 
     // Admin server first, so /healthz answers and /readyz explains the start-up.
+    let config = &loaded.config;
     let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
         .await
         .map_err(|e| format!("admin.listen {}: {e}", config.admin.listen))?;
@@ -43,83 +61,366 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
     });
     tracing::info!(listen = %config.admin.listen, "admin server listening");
 
-    // Functions: start supervised processes, build one shared service per function.
-    let mut functions: HashMap<String, FunctionService> = HashMap::new();
-    let mut supervisors = JoinSet::new();
-    for (name, f) in &config.functions {
-        let fh = health.register(format!("functions.{name}"), "starting");
-        let url = match &f.command {
-            Some(cmd) => {
-                let sup =
-                    Supervisor::new(name, cmd.clone(), f.env.clone().into_iter().collect(), fh)?;
-                let url = sup.url();
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                supervisors.spawn(sup.run(stop_functions.clone(), tx));
-                if tokio::time::timeout(Duration::from_secs(60), rx)
-                    .await
-                    .is_err()
-                {
-                    tracing::warn!(function = %name, "function not accepting connections yet; events will be retried");
-                }
-                url
-            }
-            None => {
-                let url = reqwest::Url::parse(f.url.as_deref().unwrap_or_default())?;
-                tokio::spawn(probe_function(url.clone(), fh));
-                url
+    let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
+    let mut gw = Gateway::new(health, &loaded.config, fatal_tx);
+    gw.apply(loaded).await?;
+    tracing::info!(
+        pipelines = gw.pipelines.len(),
+        functions = gw.functions.len(),
+        "switchyard running"
+    );
+    startup.ready();
+
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut watcher = source.as_ref().map(FileWatch::new);
+    let exit = loop {
+        let changed = async {
+            match watcher.as_mut() {
+                Some(w) => w.changed().await,
+                None => std::future::pending().await,
             }
         };
-        functions.insert(name.clone(), invoker::function_service(name, f, url)?);
+        tokio::select! {
+            sig = shutdown_signal() => {
+                tracing::info!(signal = sig, "draining: no new events; finishing what is in flight");
+                break Exit::Clean;
+            }
+            Some((name, error)) = fatal_rx.recv() => {
+                tracing::error!(pipeline = %name, error = %error, "trigger failed; stopping");
+                break Exit::Fatal;
+            }
+            _ = hup.recv() => match &source {
+                Some(s) => gw.reload(&s.path, "SIGHUP").await,
+                None => tracing::warn!("SIGHUP: no config file to reload"),
+            },
+            () = changed => {
+                let s = source.as_ref().expect("a watcher has a source");
+                gw.reload(&s.path, "file changed").await;
+            }
+        }
+    };
+    gw.shutdown().await;
+    Ok(exit)
+}
+
+/// The running functions, pipelines and ingress server.
+struct Gateway {
+    health: Health,
+    /// The settings a reload cannot change (listeners, shutdown timeout), from the first config.
+    fixed: Fixed,
+    /// The running config's documents, to find what a reload changes.
+    running: Option<Loaded>,
+    functions: BTreeMap<String, RunningFunction>,
+    pipelines: BTreeMap<String, RunningPipeline>,
+    ingress: Ingress,
+    /// Cancelled at shutdown: every trigger drains.
+    drain: CancellationToken,
+    fatal: mpsc::UnboundedSender<(String, String)>,
+}
+
+#[derive(Clone)]
+struct Fixed {
+    admin_listen: SocketAddr,
+    shutdown_timeout: Duration,
+    max_body: usize,
+    body_timeout: Duration,
+}
+
+struct RunningFunction {
+    service: FunctionService,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct RunningPipeline {
+    stop: CancellationToken,
+    trigger: JoinHandle<()>,
+    dispatcher: JoinHandle<()>,
+}
+
+/// A pipeline's outputs and dead letter, built (and connected) before anything is drained.
+struct Parts {
+    outputs: Vec<(NamedOutput, Result<(), String>)>,
+    dead_letter: Option<Arc<dyn Output>>,
+}
+
+/// What a new config changes.
+#[derive(Debug, Default, PartialEq)]
+pub struct Plan {
+    /// Functions to start (new or changed).
+    pub start_functions: BTreeSet<String>,
+    /// Functions to stop (removed or changed).
+    pub stop_functions: BTreeSet<String>,
+    /// Pipelines to start (new or changed, or their function changed).
+    pub start_pipelines: BTreeSet<String>,
+    /// Pipelines to drain (removed or changed, or their function changed).
+    pub stop_pipelines: BTreeSet<String>,
+}
+
+impl Plan {
+    /// Compare the running config (none at start-up) with the new one.
+    pub fn new(old: Option<&Loaded>, new: &Loaded) -> Plan {
+        let mut plan = Plan::default();
+        let entry = |l: Option<&Loaded>, map: &str, name: &str| {
+            l.map(|l| l.entry(map, name).clone())
+                .unwrap_or(serde_json::Value::Null)
+        };
+        let old_functions: BTreeSet<&String> =
+            old.map(|o| o.config.functions.keys().collect()).unwrap_or_default();
+        for name in old_functions
+            .iter()
+            .copied()
+            .chain(new.config.functions.keys())
+        {
+            let (before, after) = (
+                entry(old, "functions", name),
+                entry(Some(new), "functions", name),
+            );
+            if before != after {
+                if !before.is_null() {
+                    plan.stop_functions.insert(name.clone());
+                }
+                if !after.is_null() {
+                    plan.start_functions.insert(name.clone());
+                }
+            }
+        }
+        let old_pipelines: BTreeSet<&String> =
+            old.map(|o| o.config.pipelines.keys().collect()).unwrap_or_default();
+        for name in old_pipelines
+            .iter()
+            .copied()
+            .chain(new.config.pipelines.keys())
+        {
+            let was = old.and_then(|o| o.config.pipelines.get(name));
+            let is = new.config.pipelines.get(name);
+            let function_changed = |p: Option<&PipelineConfig>| {
+                p.is_some_and(|p| {
+                    plan.stop_functions.contains(&p.function)
+                        || plan.start_functions.contains(&p.function)
+                })
+            };
+            let changed = entry(old, "pipelines", name) != entry(Some(new), "pipelines", name)
+                || function_changed(was)
+                || function_changed(is);
+            if changed {
+                if was.is_some() {
+                    plan.stop_pipelines.insert(name.clone());
+                }
+                if is.is_some() {
+                    plan.start_pipelines.insert(name.clone());
+                }
+            }
+        }
+        plan
     }
 
-    // Pipelines: outputs, dead letter, trigger, dispatcher.
-    let mut routes: Vec<axum::Router> = Vec::new();
-    let mut triggers = JoinSet::new();
-    let mut dispatchers = JoinSet::new();
-    let max_body = config.ingress.max_body.as_usize();
-    for (name, p) in &config.pipelines {
-        let fcfg = &config.functions[&p.function];
-        let mut outputs = Vec::new();
-        for o in &p.outputs {
-            let oh = health.register(format!("pipelines.{name}.outputs.{}", o.name), "connecting");
-            let output = o
-                .output
-                .build()
-                .await
-                .map_err(|e| format!("pipelines.{name}.outputs.{}: {e}", o.name))?;
-            match output.healthcheck().await {
-                Ok(()) => oh.ready(),
-                Err(e) => oh.not_ready(e.to_string()),
-            }
-            outputs.push(NamedOutput {
-                name: o.name.clone(),
-                output,
-            });
+    fn is_empty(&self) -> bool {
+        *self == Plan::default()
+    }
+}
+
+impl Gateway {
+    fn new(health: Health, config: &Config, fatal: mpsc::UnboundedSender<(String, String)>) -> Self {
+        let drain = CancellationToken::new();
+        Self {
+            fixed: Fixed {
+                admin_listen: config.admin.listen,
+                shutdown_timeout: config.shutdown_timeout.get(),
+                max_body: config.ingress.max_body.as_usize(),
+                body_timeout: config.ingress.body_timeout.get(),
+            },
+            ingress: Ingress::new(config, drain.clone()),
+            health,
+            running: None,
+            functions: BTreeMap::new(),
+            pipelines: BTreeMap::new(),
+            drain,
+            fatal,
         }
-        let dead_letter = match &p.dead_letter {
-            Some(d) => Some(
-                d.build()
-                    .await
-                    .map_err(|e| format!("pipelines.{name}.dead_letter: {e}"))?,
-            ),
-            None => None,
+    }
+
+    /// Read the file again and apply what changed; an invalid config changes nothing.
+    async fn reload(&mut self, path: &std::path::Path, why: &str) {
+        let outcome = match crate::config::load_file_with_source(path) {
+            Err(e) => {
+                tracing::error!(reason = why, problems = %e, "config reload refused: the new config is invalid; still running the previous one");
+                "invalid"
+            }
+            Ok(loaded) => {
+                self.warn_fixed(&loaded.config);
+                let plan = Plan::new(self.running.as_ref(), &loaded);
+                if plan.is_empty() {
+                    tracing::info!(reason = why, "config reload: nothing changed");
+                    "unchanged"
+                } else {
+                    match self.apply(loaded).await {
+                        Ok(()) => "applied",
+                        Err(e) => {
+                            tracing::error!(reason = why, error = %e, "config reload failed; still running the previous config");
+                            "failed"
+                        }
+                    }
+                }
+            }
         };
-        let pipeline: Arc<str> = Arc::from(name.as_str());
+        metrics::counter!(telemetry::CONFIG_RELOADS, "outcome" => outcome).increment(1);
+    }
+
+    /// Settings only a restart applies: say so instead of silently ignoring them.
+    fn warn_fixed(&self, new: &Config) {
+        let f = &self.fixed;
+        let mut ignored = Vec::new();
+        if new.admin.listen != f.admin_listen {
+            ignored.push("admin.listen");
+        }
+        if new.ingress.listen != self.ingress.listen
+            || new.ingress.max_body.as_usize() != f.max_body
+            || new.ingress.body_timeout.get() != f.body_timeout
+            || new.ingress.header_timeout.get() != self.ingress.limits.header_timeout
+            || new.ingress.max_connections.max(1) != self.ingress.limits.max_connections
+        {
+            ignored.push("ingress");
+        }
+        if new.shutdown_timeout.get() != f.shutdown_timeout {
+            ignored.push("shutdown_timeout");
+        }
+        if !ignored.is_empty() {
+            tracing::warn!(settings = ?ignored, "config reload: these settings take effect only after a restart");
+        }
+    }
+
+    /// Make the running pipelines those of `loaded`. Everything new is built first; a
+    /// failure then stops what was started and leaves the running config as it was.
+    async fn apply(&mut self, loaded: Loaded) -> Result<(), BoxError> {
+        let plan = Plan::new(self.running.as_ref(), &loaded);
+        let config = &loaded.config;
+        if self.running.is_some() {
+            tracing::info!(
+                start_functions = ?plan.start_functions,
+                stop_functions = ?plan.stop_functions,
+                start_pipelines = ?plan.start_pipelines,
+                drain_pipelines = ?plan.stop_pipelines,
+                "config reload: applying"
+            );
+        }
+
+        // 1. Build: new functions, the outputs of new pipelines, the ingress listener.
+        let mut started = BTreeMap::new();
+        let mut parts = BTreeMap::new();
+        let built: Result<(), BoxError> = async {
+            for name in &plan.start_functions {
+                let f = start_function(&self.health, name, &config.functions[name]).await?;
+                started.insert(name.clone(), f);
+            }
+            for name in &plan.start_pipelines {
+                parts.insert(name.clone(), build_parts(name, &config.pipelines[name]).await?);
+            }
+            if plan
+                .start_pipelines
+                .iter()
+                .any(|p| config.pipelines[p].trigger.ingress_path().is_some())
+            {
+                self.ingress.start().await?;
+            }
+            Ok(())
+        }
+        .await;
+        if let Err(e) = built {
+            for (_, f) in started {
+                f.stop().await;
+            }
+            return Err(e);
+        }
+
+        // 2. Drain what is removed or changed, all at once; then stop their functions.
+        let draining: Vec<_> = plan
+            .stop_pipelines
+            .iter()
+            .filter_map(|name| self.pipelines.remove(name).map(|p| (name.clone(), p)))
+            .collect();
+        let timeout = self.fixed.shutdown_timeout;
+        futures::future::join_all(
+            draining
+                .into_iter()
+                .map(|(name, p)| async move { p.drain(&name, timeout).await }),
+        )
+        .await;
+        for name in &plan.stop_pipelines {
+            self.ingress.set(name, None);
+            if !plan.start_pipelines.contains(name) {
+                self.health.remove_prefix(&format!("pipelines.{name}."));
+                tracing::info!(pipeline = %name, "pipeline removed");
+            }
+        }
+        for name in &plan.stop_functions {
+            if let Some(f) = self.functions.remove(name) {
+                f.stop().await;
+            }
+            if !plan.start_functions.contains(name) {
+                self.health.remove_prefix(&format!("functions.{name}"));
+            }
+        }
+        self.functions.extend(started);
+
+        // 3. Start the new and changed pipelines.
+        for (name, parts) in parts {
+            let p = &config.pipelines[&name];
+            let function = self.functions[&p.function].service.clone();
+            match self.start_pipeline(&name, p, &config.functions[&p.function], function, parts)
+            {
+                Ok(running) => {
+                    self.pipelines.insert(name, running);
+                }
+                // At start-up a trigger that cannot be built stops the gateway; after a
+                // reload the pipeline stays down and /readyz says why.
+                Err(e) if self.running.is_none() => return Err(e),
+                Err(e) => {
+                    tracing::error!(pipeline = %name, error = %e, "pipeline not started");
+                    self.health
+                        .register(format!("pipelines.{name}.trigger"), e.to_string());
+                }
+            }
+        }
+        self.running = Some(loaded);
+        Ok(())
+    }
+
+    fn start_pipeline(
+        &mut self,
+        name: &str,
+        p: &PipelineConfig,
+        fcfg: &FunctionConfig,
+        function: FunctionService,
+        parts: Parts,
+    ) -> Result<RunningPipeline, BoxError> {
+        let mut outputs = Vec::new();
+        for (o, healthy) in parts.outputs {
+            let oh = self.health.register(
+                format!("pipelines.{name}.outputs.{}", o.name),
+                "connecting",
+            );
+            match healthy {
+                Ok(()) => oh.ready(),
+                Err(e) => oh.not_ready(e),
+            }
+            outputs.push(o);
+        }
+        let pipeline: Arc<str> = Arc::from(name);
         let retry = Arc::new(p.retry.clone());
-        let metrics = crate::telemetry::PipelineMetrics::new(
+        let metrics = telemetry::PipelineMetrics::new(
             name,
             &p.function,
             outputs.iter().map(|o| o.name.as_str()),
         );
         let policy = RetryPolicy::new(retry.clone(), pipeline.clone(), metrics.retry.clone());
-        let batch = p.batch.max_events > 1;
         let delivery = Arc::new(Delivery {
-            pipeline: pipeline.clone(),
+            pipeline,
             trigger_type: p.trigger.type_name(),
             trigger_name: Arc::from(p.trigger_name.as_str()),
             function: Arc::from(p.function.as_str()),
-            invoker: invoker::with_retry(functions[&p.function].clone(), policy),
-            batch,
+            invoker: invoker::with_retry(function, policy),
+            batch: p.batch.max_events > 1,
             retry,
             output_names: outputs
                 .iter()
@@ -127,7 +428,7 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
                 .collect::<Vec<_>>()
                 .into(),
             outputs,
-            dead_letter,
+            dead_letter: parts.dead_letter,
             metrics,
         });
         let max_events = p.batch.max_events.max(1);
@@ -144,119 +445,284 @@ pub async fn run(config: Config) -> Result<Exit, BoxError> {
         if limits.ordering != Ordering::None {
             tracing::debug!(pipeline = %name, ordering = ?limits.ordering, "ordered delivery");
         }
+        let stop = self.drain.child_token();
         let (tx, rx) = mpsc::channel(limits.max_in_flight.min(1024));
-        let th = health.register(format!("pipelines.{name}.trigger"), "starting");
         let cx = TriggerContext {
-            pipeline: name.clone(),
+            pipeline: name.to_string(),
             events: tx,
-            shutdown: drain.child_token(),
-            health: th,
-            max_body,
-            body_timeout: config.ingress.body_timeout.get(),
+            shutdown: stop.child_token(),
+            health: self
+                .health
+                .register(format!("pipelines.{name}.trigger"), "starting"),
+            max_body: self.fixed.max_body,
+            body_timeout: self.fixed.body_timeout,
         };
         let trigger = p
             .trigger
             .build(cx)
             .map_err(|e| format!("pipelines.{name}.trigger: {e}"))?;
         if let Some(r) = trigger.routes {
-            routes.push(r);
+            self.ingress.set(name, Some(r));
         }
-        let tname = name.clone();
-        triggers.spawn(async move { (tname, trigger.task.await) });
-        dispatchers.spawn(run_dispatcher(delivery, rx, limits, drain.child_token()));
-    }
-
-    // Ingress, when a trigger serves on it.
-    let mut ingress = None;
-    if !routes.is_empty() {
-        let app = routes
-            .into_iter()
-            .fold(axum::Router::new(), axum::Router::merge);
-        let listener = tokio::net::TcpListener::bind(config.ingress.listen)
-            .await
-            .map_err(|e| format!("ingress.listen {}: {e}", config.ingress.listen))?;
-        tracing::info!(listen = %config.ingress.listen, "ingress server listening");
-        let limits = crate::ingress::Limits {
-            header_timeout: config.ingress.header_timeout.get(),
-            max_connections: config.ingress.max_connections.max(1),
-        };
-        ingress = Some(tokio::spawn(crate::ingress::serve(
-            listener,
-            app,
-            limits,
-            drain.clone(),
-        )));
-    }
-    tracing::info!(
-        pipelines = config.pipelines.len(),
-        functions = config.functions.len(),
-        "switchyard running"
-    );
-    startup.ready();
-
-    // Wait for a signal or a trigger that fails for good.
-    let exit = tokio::select! {
-        sig = shutdown_signal() => {
-            tracing::info!(signal = sig, "draining: no new events; finishing what is in flight");
-            Exit::Clean
-        }
-        Some(Ok((name, res))) = triggers.join_next() => match res {
-            Ok(()) => {
-                tracing::info!(pipeline = %name, "trigger finished");
-                wait_signal_after_trigger_end(&mut triggers).await
+        let (task, fatal, token, pname) = (
+            trigger.task,
+            self.fatal.clone(),
+            stop.clone(),
+            name.to_string(),
+        );
+        let trigger = tokio::spawn(async move {
+            match task.await {
+                Ok(()) if !token.is_cancelled() => {
+                    tracing::info!(pipeline = %pname, "trigger finished")
+                }
+                Ok(()) => {}
+                Err(e) if token.is_cancelled() => {
+                    tracing::warn!(pipeline = %pname, error = %e, "trigger failed while draining")
+                }
+                Err(e) => {
+                    let _ = fatal.send((pname, e.to_string()));
+                }
             }
-            Err(e) => {
-                tracing::error!(pipeline = %name, error = %e, "trigger failed; stopping");
-                Exit::Fatal
-            }
-        },
-    };
-
-    // Drain: stop triggers and ingress, finish in-flight events within shutdown_timeout.
-    drain.cancel();
-    tokio::spawn(async {
-        let sig = shutdown_signal().await;
-        tracing::warn!(signal = sig, "second signal: exiting at once");
-        std::process::exit(1);
-    });
-    let timeout = config.shutdown_timeout.get();
-    let finished = tokio::time::timeout(timeout, async {
-        while triggers.join_next().await.is_some() {}
-        while dispatchers.join_next().await.is_some() {}
-        if let Some(i) = ingress {
-            let _ = i.await;
-        }
-    })
-    .await;
-    if finished.is_err() {
-        tracing::warn!(timeout = ?timeout, "shutdown_timeout reached; unfinished events are left unacknowledged");
-        dispatchers.abort_all();
-        while dispatchers.join_next().await.is_some() {}
+        });
+        let dispatcher = tokio::spawn(run_dispatcher(delivery, rx, limits, stop.child_token()));
+        tracing::info!(pipeline = %name, trigger = p.trigger.type_name(), function = %p.function, "pipeline started");
+        Ok(RunningPipeline {
+            stop,
+            trigger,
+            dispatcher,
+        })
     }
-    stop_functions.cancel();
-    while supervisors.join_next().await.is_some() {}
-    tracing::info!("stopped");
-    Ok(exit)
+
+    /// Drain every pipeline within `shutdown_timeout`, then stop the functions.
+    async fn shutdown(mut self) {
+        self.drain.cancel();
+        tokio::spawn(async {
+            let sig = shutdown_signal().await;
+            tracing::warn!(signal = sig, "second signal: exiting at once");
+            std::process::exit(1);
+        });
+        let timeout = self.fixed.shutdown_timeout;
+        let pipelines = std::mem::take(&mut self.pipelines);
+        let aborts: Vec<_> = pipelines
+            .values()
+            .map(|p| p.dispatcher.abort_handle())
+            .collect();
+        let finished = tokio::time::timeout(timeout, async {
+            futures::future::join_all(pipelines.into_values().map(|p| async move {
+                let _ = p.trigger.await;
+                let _ = p.dispatcher.await;
+            }))
+            .await;
+            if let Some(server) = self.ingress.server.take() {
+                let _ = server.await;
+            }
+        })
+        .await;
+        if finished.is_err() {
+            tracing::warn!(timeout = ?timeout, "shutdown_timeout reached; unfinished events are left unacknowledged");
+            for a in aborts {
+                a.abort();
+            }
+        }
+        for (_, f) in std::mem::take(&mut self.functions) {
+            f.stop().await;
+        }
+        tracing::info!("stopped");
+    }
 }
 
-/// All triggers may finish on their own (none does today); keep serving until a signal.
-async fn wait_signal_after_trigger_end(
-    triggers: &mut JoinSet<(String, Result<(), BoxError>)>,
-) -> Exit {
-    loop {
-        tokio::select! {
-            _ = shutdown_signal() => return Exit::Clean,
-            next = triggers.join_next() => match next {
-                Some(Ok((name, Err(e)))) => {
-                    tracing::error!(pipeline = %name, error = %e, "trigger failed; stopping");
-                    return Exit::Fatal;
-                }
-                Some(_) => {}
-                None => {
-                    shutdown_signal().await;
-                    return Exit::Clean;
-                }
+impl RunningFunction {
+    async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.task.await;
+    }
+}
+
+impl RunningPipeline {
+    /// Stop taking events and finish the held ones, as a shutdown does, within `timeout`.
+    async fn drain(self, name: &str, timeout: Duration) {
+        self.stop.cancel();
+        let abort = self.dispatcher.abort_handle();
+        let done = tokio::time::timeout(timeout, async {
+            let _ = self.trigger.await;
+            let _ = self.dispatcher.await;
+        })
+        .await;
+        match done {
+            Ok(()) => tracing::info!(pipeline = %name, "pipeline drained"),
+            Err(_) => {
+                tracing::warn!(pipeline = %name, timeout = ?timeout, "drain timed out; unfinished events are left unacknowledged");
+                abort.abort();
+            }
+        }
+    }
+}
+
+/// Start (or, for a `url`, watch) a function and build its shared service.
+async fn start_function(
+    health: &Health,
+    name: &str,
+    f: &FunctionConfig,
+) -> Result<RunningFunction, BoxError> {
+    let fh = health.register(format!("functions.{name}"), "starting");
+    let stop = CancellationToken::new();
+    let task = match &f.command {
+        Some(cmd) => {
+            let sup = Supervisor::new(name, cmd.clone(), f.env.clone().into_iter().collect(), fh)?;
+            let service = invoker::function_service(name, f, sup.url())?;
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let task = tokio::spawn(sup.run(stop.clone(), tx));
+            if tokio::time::timeout(Duration::from_secs(60), rx)
+                .await
+                .is_err()
+            {
+                tracing::warn!(function = %name, "function not accepting connections yet; events will be retried");
+            }
+            return Ok(RunningFunction {
+                service,
+                stop,
+                task,
+            });
+        }
+        None => reqwest::Url::parse(f.url.as_deref().unwrap_or_default())?,
+    };
+    let service = invoker::function_service(name, f, task.clone())?;
+    let task = tokio::spawn(probe_function(task, fh, stop.clone()));
+    Ok(RunningFunction {
+        service,
+        stop,
+        task,
+    })
+}
+
+/// Build and check a pipeline's outputs and dead letter.
+async fn build_parts(name: &str, p: &PipelineConfig) -> Result<Parts, BoxError> {
+    let mut outputs = Vec::new();
+    for o in &p.outputs {
+        let output = o
+            .output
+            .build()
+            .await
+            .map_err(|e| format!("pipelines.{name}.outputs.{}: {e}", o.name))?;
+        let healthy = output.healthcheck().await.map_err(|e| e.to_string());
+        outputs.push((
+            NamedOutput {
+                name: o.name.clone(),
+                output,
             },
+            healthy,
+        ));
+    }
+    let dead_letter = match &p.dead_letter {
+        Some(d) => Some(
+            d.build()
+                .await
+                .map_err(|e| format!("pipelines.{name}.dead_letter: {e}"))?,
+        ),
+        None => None,
+    };
+    Ok(Parts {
+        outputs,
+        dead_letter,
+    })
+}
+
+/// The shared ingress server: started when a pipeline first needs it; the routes it serves
+/// change with the pipelines, without closing connections.
+struct Ingress {
+    listen: SocketAddr,
+    limits: crate::ingress::Limits,
+    routes: BTreeMap<String, axum::Router>,
+    current: Arc<RwLock<axum::Router>>,
+    server: Option<JoinHandle<()>>,
+    shutdown: CancellationToken,
+}
+
+impl Ingress {
+    fn new(config: &Config, shutdown: CancellationToken) -> Self {
+        Self {
+            listen: config.ingress.listen,
+            limits: crate::ingress::Limits {
+                header_timeout: config.ingress.header_timeout.get(),
+                max_connections: config.ingress.max_connections.max(1),
+            },
+            routes: BTreeMap::new(),
+            current: Arc::default(),
+            server: None,
+            shutdown,
+        }
+    }
+
+    async fn start(&mut self) -> Result<(), BoxError> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let listener = tokio::net::TcpListener::bind(self.listen)
+            .await
+            .map_err(|e| format!("ingress.listen {}: {e}", self.listen))?;
+        tracing::info!(listen = %self.listen, "ingress server listening");
+        let current = self.current.clone();
+        // Every request is routed by the routes of the moment.
+        let app = axum::Router::new().fallback_service(tower::service_fn(
+            move |req: axum::extract::Request| {
+                let router = current.read().unwrap_or_else(|e| e.into_inner()).clone();
+                router.oneshot(req)
+            },
+        ));
+        self.server = Some(tokio::spawn(crate::ingress::serve(
+            listener,
+            app,
+            self.limits,
+            self.shutdown.clone(),
+        )));
+        Ok(())
+    }
+
+    /// Serve a pipeline's routes, or stop serving them (`None`).
+    fn set(&mut self, pipeline: &str, routes: Option<axum::Router>) {
+        match routes {
+            Some(r) => self.routes.insert(pipeline.to_string(), r),
+            None => self.routes.remove(pipeline),
+        };
+        // The config check refuses two pipelines on one path, so the merge cannot overlap.
+        let merged = self
+            .routes
+            .values()
+            .cloned()
+            .fold(axum::Router::new(), axum::Router::merge);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = merged;
+    }
+}
+
+/// Polls the config file; a changed content (not only a touched file) is a change. Polling
+/// also sees a Kubernetes ConfigMap update, which swaps a symlink rather than writing the file.
+struct FileWatch {
+    path: PathBuf,
+    every: Duration,
+    last: Option<Vec<u8>>,
+}
+
+impl FileWatch {
+    fn new(s: &Source) -> Self {
+        Self {
+            path: s.path.clone(),
+            every: s.watch.unwrap_or(Duration::MAX),
+            last: std::fs::read(&s.path).ok(),
+        }
+    }
+
+    async fn changed(&mut self) {
+        if self.every == Duration::MAX {
+            return std::future::pending().await;
+        }
+        loop {
+            tokio::time::sleep(self.every).await;
+            let now = tokio::fs::read(&self.path).await.ok();
+            // A file that is briefly missing (an editor saving) is not a change.
+            if now.is_some() && now != self.last {
+                self.last = now;
+                return;
+            }
         }
     }
 }
@@ -273,10 +739,14 @@ async fn shutdown_signal() -> &'static str {
 }
 
 /// For a function given by `url`: ready while its port accepts connections.
-async fn probe_function(url: reqwest::Url, health: switchyard_sdk::health::HealthHandle) {
+async fn probe_function(
+    url: reqwest::Url,
+    health: switchyard_sdk::health::HealthHandle,
+    stop: CancellationToken,
+) {
     let host = url.host_str().unwrap_or("127.0.0.1").to_string();
     let port = url.port_or_known_default().unwrap_or(80);
-    loop {
+    while !stop.is_cancelled() {
         match tokio::time::timeout(
             Duration::from_secs(2),
             tokio::net::TcpStream::connect((host.as_str(), port)),
@@ -286,6 +756,65 @@ async fn probe_function(url: reqwest::Url, health: switchyard_sdk::health::Healt
             Ok(Ok(_)) => health.ready(),
             _ => health.not_ready(format!("cannot connect to the function at {host}:{port}")),
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::select! {
+            _ = stop.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{load_str_with_source, Env};
+
+    fn load(pipelines: &str, fn_timeout: &str) -> Loaded {
+        let src = format!(
+            "functions:\n  f: {{ url: \"http://127.0.0.1:1\", timeout: {fn_timeout} }}\n  g: {{ url: \"http://127.0.0.1:2\" }}\npipelines:\n{pipelines}"
+        );
+        load_str_with_source(&src, "t.yaml", &Env).unwrap()
+    }
+
+    const A: &str = "  a: { trigger: { type: http, path: /a }, function: f }\n";
+    const B: &str = "  b: { trigger: { type: http, path: /b }, function: g }\n";
+    const B2: &str = "  b: { trigger: { type: http, path: /b2 }, function: g }\n";
+    const C: &str = "  c: { trigger: { type: http, path: /c }, function: g }\n";
+
+    fn set(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn start_up_starts_everything() {
+        let new = load(&format!("{A}{B}"), "5s");
+        let plan = Plan::new(None, &new);
+        assert_eq!(plan.start_functions, set(&["f", "g"]));
+        assert_eq!(plan.start_pipelines, set(&["a", "b"]));
+        assert!(plan.stop_pipelines.is_empty() && plan.stop_functions.is_empty());
+    }
+
+    #[test]
+    fn only_what_changed_is_restarted() {
+        let old = load(&format!("{A}{B}"), "5s");
+        assert!(Plan::new(Some(&old), &load(&format!("{A}{B}"), "5s")).is_empty());
+        // b changed, c added, a untouched.
+        let plan = Plan::new(Some(&old), &load(&format!("{A}{B2}{C}"), "5s"));
+        assert_eq!(plan.stop_pipelines, set(&["b"]));
+        assert_eq!(plan.start_pipelines, set(&["b", "c"]));
+        assert!(plan.start_functions.is_empty());
+        // b removed.
+        let plan = Plan::new(Some(&old), &load(A, "5s"));
+        assert_eq!(plan.stop_pipelines, set(&["b"]));
+        assert!(plan.start_pipelines.is_empty());
+    }
+
+    #[test]
+    fn a_changed_function_restarts_its_pipelines() {
+        let old = load(&format!("{A}{B}"), "5s");
+        let plan = Plan::new(Some(&old), &load(&format!("{A}{B}"), "7s"));
+        assert_eq!(plan.stop_functions, set(&["f"]));
+        assert_eq!(plan.start_functions, set(&["f"]));
+        assert_eq!(plan.stop_pipelines, set(&["a"]));
+        assert_eq!(plan.start_pipelines, set(&["a"]));
     }
 }

@@ -30,6 +30,10 @@ pub enum Command {
         /// The config file; default ./switchyard.yaml, then config/switchyard.yaml.
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
+        /// How often the config file is checked for changes (a change reloads it, as SIGHUP
+        /// does); `0s` reloads on SIGHUP only.
+        #[arg(long, default_value = "2s", value_parser = humantime::parse_duration, env = "SWITCHYARD_WATCH")]
+        watch: std::time::Duration,
     },
     /// Check a config file: exit 0 when valid, 2 with every problem on stderr when not.
     Validate {

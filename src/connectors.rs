@@ -227,15 +227,15 @@ impl TriggerConfig {
         }
     }
 
-    /// Whether the trigger serves on the ingress server.
-    pub fn uses_ingress(&self) -> bool {
+    /// The path the trigger serves on the ingress server, if it does.
+    pub fn ingress_path(&self) -> Option<&str> {
         match self {
             #[cfg(feature = "http")]
-            Self::Http(_) => true,
+            Self::Http(h) => Some(&h.path),
             #[cfg(feature = "slack")]
-            Self::Slack(_) => true,
+            Self::Slack(s) => Some(&s.path),
             #[allow(unreachable_patterns)]
-            _ => false,
+            _ => None,
         }
     }
 

@@ -42,9 +42,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Run { config } => {
+        Command::Run { config, watch } => {
             let path = config.unwrap_or_else(default_config_path);
-            let cfg = match config::load_file(&path) {
+            let cfg = match config::load_file_with_source(&path) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
@@ -57,7 +57,11 @@ fn main() -> ExitCode {
                 .enable_all()
                 .build()
                 .expect("tokio runtime");
-            match rt.block_on(app::run(cfg)) {
+            let source = app::Source {
+                path,
+                watch: (!watch.is_zero()).then_some(watch),
+            };
+            match rt.block_on(app::run(cfg, Some(source))) {
                 Ok(app::Exit::Clean) => ExitCode::SUCCESS,
                 Ok(app::Exit::Fatal) => ExitCode::from(1),
                 Err(e) => {

@@ -28,6 +28,8 @@ pub const TRIGGER_REJECTED: &str = "switchyard_trigger_rejected_total";
 pub const TRIGGER_POISONED: &str = "switchyard_trigger_poisoned_total";
 /// Restarts of supervised function processes.
 pub const FUNCTION_RESTARTS: &str = "switchyard_function_restarts_total";
+/// Counter: config reloads by outcome (applied, unchanged, invalid, failed).
+pub const CONFIG_RELOADS: &str = "switchyard_config_reloads_total";
 
 /// Register descriptions so `/metrics` explains each metric.
 pub fn describe() {
@@ -65,6 +67,10 @@ pub fn describe() {
     describe_counter!(
         FUNCTION_RESTARTS,
         "Restarts of supervised function processes."
+    );
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config reloads by outcome (applied, unchanged, invalid, failed)."
     );
 }
 

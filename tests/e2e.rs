@@ -520,13 +520,14 @@ pipelines:
     let dir = tempfile::tempdir().unwrap();
     let g = Gateway::spawn_in(dir, &yaml);
     let mut body = serde_json::Value::Null;
-    eventually(10, "admin up", || {
+    // Until the first probe of the function has run, the reason is "starting".
+    eventually(10, "admin up and the function probed", || {
         let r = std::process::Command::new("curl")
             .args(["-s", &g.admin_url("/readyz")])
             .output()
             .unwrap();
         body = serde_json::from_slice(&r.stdout).unwrap_or_default();
-        !body.is_null()
+        !body.is_null() && body["not_ready"]["functions.remote"] != "starting"
     })
     .await;
     assert_eq!(body["status"], "not ready");

@@ -58,6 +58,28 @@ impl fmt::Display for ConfigError {
 
 /// Load and check a config file.
 pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
+    load_file_with_source(path).map(|l| l.config)
+}
+
+/// A loaded config together with the interpolated document it came from; a reload compares
+/// each function's and pipeline's document (secrets included) to find what changed.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The checked config.
+    pub config: Config,
+    /// The document after interpolation, as JSON.
+    pub document: serde_json::Value,
+}
+
+impl Loaded {
+    /// The document of one entry of a top-level map (`functions`, `pipelines`), or null.
+    pub fn entry(&self, map: &str, name: &str) -> &serde_json::Value {
+        &self.document[map][name]
+    }
+}
+
+/// Load and check a config file, keeping its interpolated document.
+pub fn load_file_with_source(path: &Path) -> Result<Loaded, ConfigError> {
     let file = path.display().to_string();
     let src = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![Problem {
@@ -68,11 +90,20 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
             message: format!("cannot read the config file: {e}"),
         }],
     })?;
-    load_str(&src, &file, &Env)
+    load_str_with_source(&src, &file, &Env)
 }
 
 /// Load and check a config from text; `file` names it in errors.
 pub fn load_str(src: &str, file: &str, source: &dyn Source) -> Result<Config, ConfigError> {
+    load_str_with_source(src, file, source).map(|l| l.config)
+}
+
+/// Load and check a config from text, keeping its interpolated document.
+pub fn load_str_with_source(
+    src: &str,
+    file: &str,
+    source: &dyn Source,
+) -> Result<Loaded, ConfigError> {
     let Interpolated {
         text,
         positions,
@@ -141,7 +172,9 @@ pub fn load_str(src: &str, file: &str, source: &dyn Source) -> Result<Config, Co
     };
     let semantic = config.check();
     if semantic.is_empty() {
-        Ok(config)
+        // The same text parsed a second time cannot fail where the typed parse succeeded.
+        let document = serde_saphyr::from_str(&text).unwrap_or_default();
+        Ok(Loaded { config, document })
     } else {
         Err(ConfigError {
             problems: semantic
@@ -216,8 +249,17 @@ impl Config {
                 }
             }
         }
+        let mut paths = std::collections::HashMap::new();
         for (name, p) in &self.pipelines {
             let at = |k: &str| format!("pipelines.{name}.{k}");
+            if let Some(path) = p.trigger.ingress_path() {
+                if let Some(other) = paths.insert(path, name) {
+                    out.push((
+                        at("trigger.path"),
+                        format!("pipeline {other:?} serves {path:?} on the ingress already"),
+                    ));
+                }
+            }
             if !self.functions.contains_key(&p.function) {
                 let known: Vec<&str> = self.functions.keys().map(String::as_str).collect();
                 out.push((
@@ -359,6 +401,21 @@ pipelines:
         assert_eq!(p.path, "functions.echo.url");
         assert_eq!((p.line, p.column), (3, 10));
         assert!(p.message.contains("NOT_SET_ANYWHERE is not set"), "{p}");
+    }
+
+    #[test]
+    fn two_pipelines_on_one_ingress_path() {
+        let src = "\
+functions:
+  f: { url: \"http://127.0.0.1:1\" }
+pipelines:
+  a: { trigger: { type: http, path: /x }, function: f }
+  b: { trigger: { type: http, path: /x }, function: f }
+";
+        let p = err(src);
+        assert_eq!(p.path, "pipelines.b.trigger.path");
+        assert!(p.message.contains("\"a\""), "{}", p.message);
+        assert_eq!(p.line, 5);
     }
 
     #[test]

@@ -7,7 +7,9 @@ mod load;
 pub(crate) mod tagged;
 
 pub use interpolate::{expand, Env, Source};
-pub use load::{load_file, load_str, ConfigError, Problem};
+pub use load::{
+    load_file, load_file_with_source, load_str, load_str_with_source, ConfigError, Loaded, Problem,
+};
 
 use crate::connectors::{OutputConfig, TriggerConfig};
 use schemars::JsonSchema;
