@@ -165,8 +165,9 @@ impl Plan {
             l.map(|l| l.entry(map, name).clone())
                 .unwrap_or(serde_json::Value::Null)
         };
-        let old_functions: BTreeSet<&String> =
-            old.map(|o| o.config.functions.keys().collect()).unwrap_or_default();
+        let old_functions: BTreeSet<&String> = old
+            .map(|o| o.config.functions.keys().collect())
+            .unwrap_or_default();
         for name in old_functions
             .iter()
             .copied()
@@ -185,8 +186,9 @@ impl Plan {
                 }
             }
         }
-        let old_pipelines: BTreeSet<&String> =
-            old.map(|o| o.config.pipelines.keys().collect()).unwrap_or_default();
+        let old_pipelines: BTreeSet<&String> = old
+            .map(|o| o.config.pipelines.keys().collect())
+            .unwrap_or_default();
         for name in old_pipelines
             .iter()
             .copied()
@@ -221,7 +223,11 @@ impl Plan {
 }
 
 impl Gateway {
-    fn new(health: Health, config: &Config, fatal: mpsc::UnboundedSender<(String, String)>) -> Self {
+    fn new(
+        health: Health,
+        config: &Config,
+        fatal: mpsc::UnboundedSender<(String, String)>,
+    ) -> Self {
         let drain = CancellationToken::new();
         Self {
             fixed: Fixed {
@@ -314,7 +320,10 @@ impl Gateway {
                 started.insert(name.clone(), f);
             }
             for name in &plan.start_pipelines {
-                parts.insert(name.clone(), build_parts(name, &config.pipelines[name]).await?);
+                parts.insert(
+                    name.clone(),
+                    build_parts(name, &config.pipelines[name]).await?,
+                );
             }
             if plan
                 .start_pipelines
@@ -367,8 +376,7 @@ impl Gateway {
         for (name, parts) in parts {
             let p = &config.pipelines[&name];
             let function = self.functions[&p.function].service.clone();
-            match self.start_pipeline(&name, p, &config.functions[&p.function], function, parts)
-            {
+            match self.start_pipeline(&name, p, &config.functions[&p.function], function, parts) {
                 Ok(running) => {
                     self.pipelines.insert(name, running);
                 }
@@ -396,10 +404,9 @@ impl Gateway {
     ) -> Result<RunningPipeline, BoxError> {
         let mut outputs = Vec::new();
         for (o, healthy) in parts.outputs {
-            let oh = self.health.register(
-                format!("pipelines.{name}.outputs.{}", o.name),
-                "connecting",
-            );
+            let oh = self
+                .health
+                .register(format!("pipelines.{name}.outputs.{}", o.name), "connecting");
             match healthy {
                 Ok(()) => oh.ready(),
                 Err(e) => oh.not_ready(e),

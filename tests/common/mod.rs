@@ -75,16 +75,7 @@ impl Gateway {
     pub fn spawn_in_with_env(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let admin = free_port();
         let ingress = free_port();
-        let text = yaml
-            .replace("{dir}", &dir.path().display().to_string())
-            .replace("{admin}", &admin.to_string())
-            .replace("{ingress}", &ingress.to_string())
-            .replace("{testfn}", &testfn());
-        let header = format!(
-            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\ningress: {{ listen: \"127.0.0.1:{ingress}\", max_body: 64KiB, header_timeout: 1s, body_timeout: 1s }}\n"
-        );
         let config = dir.path().join("switchyard.yaml");
-        std::fs::write(&config, format!("{header}{text}")).unwrap();
         let mut g = Gateway {
             child: None,
             admin,
@@ -97,8 +88,35 @@ impl Gateway {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         };
+        g.write_config(yaml);
         g.spawn();
         g
+    }
+
+    /// Write the config file: `yaml` with `{dir}`, `{admin}`, `{ingress}`, `{testfn}` filled
+    /// in, after the admin and ingress settings of this gateway.
+    pub fn write_config(&self, yaml: &str) {
+        let (admin, ingress) = (self.admin, self.ingress);
+        let text = yaml
+            .replace("{dir}", &self.dir.path().display().to_string())
+            .replace("{admin}", &admin.to_string())
+            .replace("{ingress}", &ingress.to_string())
+            .replace("{testfn}", &testfn());
+        let header = format!(
+            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\ningress: {{ listen: \"127.0.0.1:{ingress}\", max_body: 64KiB, header_timeout: 1s, body_timeout: 1s }}\n"
+        );
+        // Written beside and renamed, so a watcher never reads half a file.
+        let tmp = self.config.with_extension("yaml.tmp");
+        std::fs::write(&tmp, format!("{header}{text}")).unwrap();
+        std::fs::rename(&tmp, &self.config).unwrap();
+    }
+
+    /// Send a signal to the running gateway.
+    pub fn signal(&self, sig: i32) {
+        let child = self.child.as_ref().expect("running");
+        unsafe {
+            libc::kill(child.id() as i32, sig);
+        }
     }
 
     /// Start (or start again) the binary on the same config, ports and folder.

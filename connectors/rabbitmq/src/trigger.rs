@@ -125,6 +125,9 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
             let next = tokio::select! {
                 _ = cx.shutdown.cancelled() => {
                     let _ = channel.basic_cancel(ShortString::from(tag.as_str()), BasicCancelOptions::default()).await;
+                    // The acks go over this channel: keep it open until they are sent.
+                    settled(&pending).await;
+                    let _ = conn.close(200, ShortString::from("draining")).await;
                     break 'reconnect;
                 }
                 n = consumer.next() => n,
@@ -173,16 +176,23 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
                 });
             });
             if cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
+                settled(&pending).await;
+                let _ = conn.close(200, ShortString::from("draining")).await;
                 break 'reconnect;
             }
         }
     }
-    // Drain: wait for the acks of what is in flight, then close.
+    settled(&pending).await;
+    tracing::info!(pipeline = %cx.pipeline, "rabbitmq consumer closed");
+    Ok(())
+}
+
+/// Wait until every delivered message is acked, rejected or nacked. Dropping the connection
+/// or the channel before would close the channel and turn finished work into redeliveries.
+async fn settled(pending: &AtomicUsize) {
     while pending.load(Ordering::SeqCst) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    tracing::info!(pipeline = %cx.pipeline, "rabbitmq consumer closed");
-    Ok(())
 }
 
 fn to_event(pipeline: &str, queue: &str, d: &lapin::message::Delivery) -> Event {

@@ -107,9 +107,15 @@ mod tests {
         let new = h.register("p.trigger", "starting");
         new.ready();
         old.not_ready("draining");
-        assert!(h.not_ready().is_empty(), "the retired handle changed nothing");
+        assert!(
+            h.not_ready().is_empty(),
+            "the retired handle changed nothing"
+        );
         h.remove_prefix("p.");
         new.not_ready("gone");
-        assert!(h.not_ready().is_empty(), "a removed component stays removed");
+        assert!(
+            h.not_ready().is_empty(),
+            "a removed component stays removed"
+        );
     }
 }
