@@ -62,7 +62,7 @@ pub async fn run(loaded: Loaded, source: Option<Source>) -> Result<Exit, BoxErro
     tracing::info!(listen = %config.admin.listen, "admin server listening");
 
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
-    let mut gw = Gateway::new(health, &loaded.config, fatal_tx);
+    let mut gw = Gateway::new(health, &loaded, fatal_tx);
     gw.apply(loaded).await?;
     tracing::info!(
         pipelines = gw.pipelines.len(),
@@ -121,6 +121,7 @@ struct Gateway {
 #[derive(Clone)]
 struct Fixed {
     admin_listen: SocketAddr,
+    telemetry: serde_json::Value,
     shutdown_timeout: Duration,
     max_body: usize,
     body_timeout: Duration,
@@ -225,13 +226,15 @@ impl Plan {
 impl Gateway {
     fn new(
         health: Health,
-        config: &Config,
+        loaded: &Loaded,
         fatal: mpsc::UnboundedSender<(String, String)>,
     ) -> Self {
         let drain = CancellationToken::new();
+        let config = &loaded.config;
         Self {
             fixed: Fixed {
                 admin_listen: config.admin.listen,
+                telemetry: loaded.document["telemetry"].clone(),
                 shutdown_timeout: config.shutdown_timeout.get(),
                 max_body: config.ingress.max_body.as_usize(),
                 body_timeout: config.ingress.body_timeout.get(),
@@ -254,7 +257,7 @@ impl Gateway {
                 "invalid"
             }
             Ok(loaded) => {
-                self.warn_fixed(&loaded.config);
+                self.warn_fixed(&loaded);
                 let plan = Plan::new(self.running.as_ref(), &loaded);
                 if plan.is_empty() {
                     tracing::info!(reason = why, "config reload: nothing changed");
@@ -274,9 +277,12 @@ impl Gateway {
     }
 
     /// Settings only a restart applies: say so instead of silently ignoring them.
-    fn warn_fixed(&self, new: &Config) {
-        let f = &self.fixed;
+    fn warn_fixed(&self, loaded: &Loaded) {
+        let (f, new) = (&self.fixed, &loaded.config);
         let mut ignored = Vec::new();
+        if loaded.document["telemetry"] != f.telemetry {
+            ignored.push("telemetry");
+        }
         if new.admin.listen != f.admin_listen {
             ignored.push("admin.listen");
         }

@@ -12,4 +12,5 @@ pub mod connectors;
 pub mod engine;
 pub mod ingress;
 pub mod invoker;
+pub mod otel;
 pub mod telemetry;

@@ -51,7 +51,13 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            telemetry::init_tracing(cli.log_format);
+            let _spans = match telemetry::init_tracing(cli.log_format, &cfg.config.telemetry) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprintln!("telemetry: {e}");
+                    return ExitCode::from(2);
+                }
+            };
             tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "starting");
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
@@ -61,7 +67,9 @@ fn main() -> ExitCode {
                 path,
                 watch: (!watch.is_zero()).then_some(watch),
             };
-            match rt.block_on(app::run(cfg, Some(source))) {
+            let result = rt.block_on(app::run(cfg, Some(source)));
+            drop(rt);
+            match result {
                 Ok(app::Exit::Clean) => ExitCode::SUCCESS,
                 Ok(app::Exit::Fatal) => ExitCode::from(1),
                 Err(e) => {

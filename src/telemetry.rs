@@ -83,17 +83,28 @@ pub enum LogFormat {
     Json,
 }
 
-/// Install the tracing subscriber; `RUST_LOG` overrides the default `info`.
-pub fn init_tracing(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
+/// Install the tracing subscriber: logs on stderr (`RUST_LOG` overrides the default
+/// `info`) and, when `telemetry.otlp_endpoint` is set, the span exporter. Keep the guard until
+/// exit: dropping it flushes the spans still buffered.
+pub fn init_tracing(
+    format: LogFormat,
+    telemetry: &crate::config::TelemetryConfig,
+) -> Result<crate::otel::Guard, switchyard_sdk::BoxError> {
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
+    let provider = crate::otel::provider(telemetry)?;
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).boxed(),
+    };
+    let (spans, guard) = crate::otel::layer(provider);
+    tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(spans)
+        .init();
+    Ok(guard)
 }
 
 /// The metric handles of one pipeline, registered once, so the hot path does no label

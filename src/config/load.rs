@@ -220,6 +220,33 @@ impl Config {
     /// are in range. Returns (key path, message) pairs.
     pub fn check(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
+        if let Some(e) = &self.telemetry.otlp_endpoint {
+            match reqwest::Url::parse(e) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                Ok(_) => out.push((
+                    "telemetry.otlp_endpoint".into(),
+                    "must be an http:// or https:// URL".into(),
+                )),
+                Err(err) => out.push((
+                    "telemetry.otlp_endpoint".into(),
+                    format!("invalid URL: {err}"),
+                )),
+            }
+        }
+        if !(0.0..=1.0).contains(&self.telemetry.sample_ratio) {
+            out.push((
+                "telemetry.sample_ratio".into(),
+                "must be between 0.0 and 1.0".into(),
+            ));
+        }
+        for k in self.telemetry.otlp_headers.keys() {
+            if http::HeaderName::from_bytes(k.as_bytes()).is_err() {
+                out.push((
+                    format!("telemetry.otlp_headers.{k}"),
+                    "not a valid header name".into(),
+                ));
+            }
+        }
         for (name, f) in &self.functions {
             let at = |k: &str| format!("functions.{name}.{k}");
             match (&f.url, &f.command) {

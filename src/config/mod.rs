@@ -28,6 +28,9 @@ pub struct Config {
     /// The shared HTTP server for `http` and `slack` triggers.
     #[serde(default)]
     pub ingress: IngressConfig,
+    /// Distributed tracing: OpenTelemetry spans exported over OTLP/HTTP.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     /// How long a drain (SIGTERM, SIGINT) may take before in-flight events are abandoned
     /// (not acknowledged, so the broker delivers them again).
     #[serde(default = "default_shutdown_timeout")]
@@ -61,6 +64,46 @@ impl Default for AdminConfig {
 
 fn default_admin_listen() -> SocketAddr {
     ([127, 0, 0, 1], 9464).into()
+}
+
+/// Distributed tracing. Off unless `otlp_endpoint` is set; then every delivery is traced
+/// (receive → invoke, one span per attempt → each output → ack) and the `traceparent` the
+/// function and the outputs see is that of their span.
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// OTLP/HTTP (protobuf) collector, e.g. `http://otel-collector:4318`; `/v1/traces` is
+    /// added when the URL has no path.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+    /// Extra headers on every export (e.g. an API key). Values never appear in logs.
+    #[serde(default)]
+    pub otlp_headers: BTreeMap<String, Secret>,
+    /// `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Share of new traces recorded, 0.0 to 1.0; a trace that arrives sampled (its
+    /// `traceparent`) is always recorded.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            otlp_headers: BTreeMap::new(),
+            service_name: default_service_name(),
+            sample_ratio: default_sample_ratio(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    "switchyard".into()
+}
+fn default_sample_ratio() -> f64 {
+    1.0
 }
 
 /// The ingress server.

@@ -6,6 +6,7 @@
 
 use crate::config::RetryConfig;
 use crate::invoker::{retry, Answer, FunctionService, Invocation, InvokeError, Target, Value};
+use crate::otel;
 use crate::telemetry::{OutputOutcome, PipelineMetrics};
 use bytes::Bytes;
 use futures::future::join_all;
@@ -15,6 +16,7 @@ use switchyard_sdk::cloudevents::to_json;
 use switchyard_sdk::error::OutputError;
 use switchyard_sdk::{Event, EventStatus, Output, Record, TriggerEvent};
 use tower::ServiceExt;
+use tracing::Instrument;
 
 /// A named output of a pipeline.
 pub struct NamedOutput {
@@ -62,9 +64,23 @@ impl Delivery {
     pub async fn deliver(&self, job: Vec<TriggerEvent>) {
         let (mut events, acks): (Vec<Event>, Vec<_>) =
             job.into_iter().map(|t| (t.event, t.ack)).unzip();
-        for e in &mut events {
-            stamp_traceparent(e);
+        let span = otel::receive(&self.pipeline, self.trigger_type, &events);
+        match otel::traceparent(&span) {
+            Some(tp) => {
+                for e in &mut events {
+                    e.extensions.insert("traceparent".into(), tp.clone());
+                }
+            }
+            None => {
+                for e in &mut events {
+                    stamp_traceparent(e);
+                }
+            }
         }
+        self.run(events, acks).instrument(span).await
+    }
+
+    async fn run(&self, events: Vec<Event>, acks: Vec<switchyard_sdk::Ack>) {
         let inv = Invocation::new(
             self.pipeline.clone(),
             self.trigger_name.clone(),
@@ -96,13 +112,16 @@ impl Delivery {
         tracing::trace!(id = %events[0].id, ok = outcome.is_ok(), "outputs done");
         match outcome {
             Ok(answer) => {
+                let _span = otel::ack("delivered").entered();
                 for ack in acks {
                     ack.resolve(EventStatus::Delivered(answer.reply.clone()));
                 }
             }
             Err(f) => {
                 for (event, ack) in events.iter().zip(acks) {
-                    ack.resolve(self.fail(event, &f).await);
+                    let status = self.fail(event, &f).await;
+                    let _span = otel::ack(status.name()).entered();
+                    ack.resolve(status);
                 }
             }
         }
@@ -121,16 +140,23 @@ impl Delivery {
                     Target::Return => !has_return || out.name == "$return",
                 };
                 if hit {
-                    let record = record.clone();
-                    writes.push(async move {
-                        self.write_with_retry(&out.name, out.output.as_ref(), &record)
-                            .await
-                            .map_err(|(e, attempts)| Failure {
-                                message: format!("output {}: {e}", out.name),
-                                code: e.code(),
-                                attempts,
-                            })
-                    });
+                    let mut record = record.clone();
+                    let span = otel::output(&out.name);
+                    if let Some(tp) = otel::traceparent(&span) {
+                        record.extensions.insert("traceparent".into(), tp);
+                    }
+                    writes.push(
+                        async move {
+                            self.write_with_retry(&out.name, out.output.as_ref(), &record)
+                                .await
+                                .map_err(|(e, attempts)| Failure {
+                                    message: format!("output {}: {e}", out.name),
+                                    code: e.code(),
+                                    attempts,
+                                })
+                        }
+                        .instrument(span),
+                    );
                 }
             }
         }
@@ -174,6 +200,7 @@ impl Delivery {
             match out.write(record).await {
                 Ok(()) => {
                     self.metrics.output(name, OutputOutcome::Success);
+                    tracing::Span::current().record("switchyard.attempts", attempt);
                     return Ok(());
                 }
                 Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
@@ -188,6 +215,9 @@ impl Delivery {
                 }
                 Err(e) => {
                     self.metrics.output(name, OutputOutcome::Failed);
+                    let span = tracing::Span::current();
+                    span.record("switchyard.attempts", attempt);
+                    otel::fail(&span, &e.to_string());
                     return Err((e, attempt));
                 }
             }
@@ -203,9 +233,14 @@ impl Delivery {
                 error: f.message.clone(),
             };
         };
-        let record = dead_letter_record(&self.pipeline, event, f);
+        let mut record = dead_letter_record(&self.pipeline, event, f);
+        let span = otel::output("dead_letter");
+        if let Some(tp) = otel::traceparent(&span) {
+            record.extensions.insert("traceparent".into(), tp);
+        }
         match self
             .write_with_retry("dead_letter", dl.as_ref(), &record)
+            .instrument(span)
             .await
         {
             Ok(()) => {

@@ -6,11 +6,13 @@ use base64::Engine;
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use switchyard_sdk::cloudevents::{binary_headers, to_json};
 use switchyard_sdk::event::is_json_media_type;
 use switchyard_sdk::{BoxError, Event, Reply};
+use tracing::Instrument;
 
 /// Which outputs a value goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,7 @@ impl Value {
 /// The HTTP call service.
 #[derive(Clone)]
 pub struct FunctionCall {
+    name: Arc<str>,
     client: reqwest::Client,
     base_url: reqwest::Url,
     format: Format,
@@ -76,6 +79,7 @@ impl FunctionCall {
             .tcp_nodelay(true)
             .build()?;
         Ok(Self {
+            name: Arc::from(name),
             client,
             base_url,
             format: cfg.format,
@@ -101,12 +105,38 @@ impl tower::Service<Invocation> for FunctionCall {
 }
 
 impl FunctionCall {
+    /// One attempt, traced as its own span; the function gets that span as its parent.
     async fn invoke(self, inv: Invocation) -> Result<Answer, InvokeError> {
         let attempt = inv.next_attempt();
-        let traceparent = inv
-            .events
-            .first()
-            .and_then(|e| e.extensions.get("traceparent").cloned());
+        let span = crate::otel::invoke(&self.name, attempt);
+        let traced = crate::otel::traceparent(&span);
+        let result = self
+            .attempt(inv, attempt, traced.clone())
+            .instrument(span.clone())
+            .await;
+        match &result {
+            Ok(_) => {}
+            Err(e) => {
+                if let InvokeError::Status { status, .. } = e {
+                    span.record("http.response.status_code", status);
+                }
+                crate::otel::fail(&span, &e.to_string());
+            }
+        }
+        result
+    }
+
+    async fn attempt(
+        self,
+        inv: Invocation,
+        attempt: u32,
+        traced: Option<String>,
+    ) -> Result<Answer, InvokeError> {
+        let traceparent = traced.clone().or_else(|| {
+            inv.events
+                .first()
+                .and_then(|e| e.extensions.get("traceparent").cloned())
+        });
         // The common case, one event in binary mode, is sent without copying the event.
         if self.format == Format::Cloudevents && inv.events.len() == 1 && !inv.batch {
             let e = &inv.events[0];
@@ -115,6 +145,12 @@ impl FunctionCall {
                 HeaderName::from_static("ce-deliveryattempt"),
                 HeaderValue::from(attempt),
             );
+            if let Some(tp) = traced
+                .as_deref()
+                .and_then(|t| HeaderValue::from_str(t).ok())
+            {
+                headers.insert(HeaderName::from_static("ce-traceparent"), tp);
+            }
             for (k, v) in &self.headers {
                 headers.insert(k.clone(), v.clone());
             }
@@ -131,6 +167,9 @@ impl FunctionCall {
             .map(|e| {
                 let mut e = e.clone();
                 e.set_extension("deliveryattempt", attempt.to_string());
+                if let Some(tp) = &traced {
+                    e.set_extension("traceparent", tp.clone());
+                }
                 e
             })
             .collect();
@@ -180,6 +219,7 @@ impl FunctionCall {
             .await
             .map_err(|e| InvokeError::Connect(error_chain(&e)))?;
         let status = resp.status();
+        tracing::Span::current().record("http.response.status_code", status.as_u16());
         let headers = resp.headers().clone();
         let body = read_limited(resp, self.max_reply).await?;
         if !status.is_success() {

@@ -56,6 +56,23 @@ impl Output for HttpOutput {
         if let Some(ct) = &record.content_type {
             req = req.header(reqwest::header::CONTENT_TYPE, ct);
         }
+        if let Some(s) = &record.subject {
+            req = req.header("ce-subject", s);
+        }
+        req = req.header("ce-time", record.time.to_rfc3339());
+        // Extensions as `ce-*` headers (binary mode); the trace context also as the W3C
+        // `traceparent`, so a plain HTTP receiver continues the trace.
+        for (k, v) in &record.extensions {
+            let Ok(value) = reqwest::header::HeaderValue::from_str(v) else {
+                continue;
+            };
+            if let Ok(name) = reqwest::header::HeaderName::try_from(format!("ce-{k}")) {
+                req = req.header(name, value.clone());
+            }
+            if k == "traceparent" {
+                req = req.header("traceparent", value);
+            }
+        }
         let resp = req.send().await.map_err(|e| OutputError::Connect {
             source: Box::new(e.without_url()),
         })?;

@@ -44,6 +44,16 @@ impl EventStatus {
     pub fn is_settled(&self) -> bool {
         matches!(self, Self::Delivered(_) | Self::DeadLettered { .. })
     }
+
+    /// A short name for logs and traces: `delivered`, `dead_lettered`, `rejected`, `abandoned`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Delivered(_) => "delivered",
+            Self::DeadLettered { .. } => "dead_lettered",
+            Self::Rejected { .. } => "rejected",
+            Self::Abandoned => "abandoned",
+        }
+    }
 }
 
 type AckFn = Box<dyn FnOnce(EventStatus) + Send + 'static>;
