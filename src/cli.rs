@@ -40,6 +40,10 @@ pub enum Command {
         /// The config file; default ./switchyard.yaml, then config/switchyard.yaml.
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
+        /// Also connect to every function, broker and output and report each reachable or
+        /// not, with the reason (exit 1 when one is not). Nothing is consumed or written.
+        #[arg(long)]
+        connect: bool,
     },
     /// Print the JSON Schema of the config file.
     Schema,

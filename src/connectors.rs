@@ -376,3 +376,62 @@ impl OutputConfig {
         })
     }
 }
+
+impl TriggerConfig {
+    /// `switchyard validate --connect`: reach what the trigger reads from, without consuming;
+    /// `Ok` describes what was found, `Err` says why it cannot be reached.
+    pub async fn probe(&self) -> Result<String, String> {
+        match self {
+            #[cfg(feature = "http")]
+            Self::Http(h) => Ok(format!("served on the ingress at {}", h.path)),
+            #[cfg(feature = "slack")]
+            Self::Slack(s) => Ok(format!("served on the ingress at {}", s.path)),
+            #[cfg(feature = "timer")]
+            Self::Timer(_) => Ok("a schedule: nothing to connect to".into()),
+            #[cfg(feature = "local")]
+            Self::Directory(d) => match std::fs::read_dir(&d.path) {
+                Ok(_) => Ok(format!("folder {} readable", d.path.display())),
+                Err(e) => Err(format!("folder {}: {e}", d.path.display())),
+            },
+            #[cfg(feature = "kafka")]
+            Self::Kafka(k) => k.probe().await,
+            #[cfg(feature = "eventhubs")]
+            Self::Eventhubs(e) => e.probe().await,
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(r) => r.probe().await,
+            #[cfg(feature = "nats")]
+            Self::Nats(n) => n.probe().await,
+            #[cfg(feature = "azure_queue")]
+            Self::AzureQueue(q) => q.probe().await,
+            #[cfg(feature = "azure_blob")]
+            Self::AzureBlob(b) => b.probe().await,
+        }
+    }
+}
+
+impl OutputConfig {
+    /// `switchyard validate --connect`: connect the output as the gateway would and run its
+    /// health check; HTTP endpoints (http, slack) get a TCP connection to their host.
+    pub async fn probe(&self) -> Result<String, String> {
+        match self {
+            #[cfg(feature = "http")]
+            Self::Http(h) => crate::probe::tcp_to_url(&h.url).await,
+            #[cfg(feature = "slack")]
+            Self::Slack(s) => match &s.webhook_url {
+                Some(w) => crate::probe::tcp_to_url(w.expose()).await,
+                None => crate::probe::tcp_to_url(&s.endpoint).await,
+            },
+            #[cfg(feature = "local")]
+            Self::Directory(_) | Self::Stdout(_) => Ok("local: nothing to connect to".into()),
+            #[allow(unreachable_patterns)]
+            _ => {
+                let output = self.build().await.map_err(|e| e.to_string())?;
+                output
+                    .healthcheck()
+                    .await
+                    .map(|()| "connected".to_string())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+}

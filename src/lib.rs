@@ -13,4 +13,5 @@ pub mod engine;
 pub mod ingress;
 pub mod invoker;
 pub mod otel;
+pub mod probe;
 pub mod telemetry;

@@ -1,7 +1,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use switchyard::cli::{default_config_path, Cli, Command};
-use switchyard::{app, config, telemetry};
+use switchyard::{app, config, probe, telemetry};
 
 // Per event the gateway allocates and frees many small buffers across threads; mimalloc's
 // thread-local free lists cost about half of glibc malloc's per event (docs/benchmarks.md).
@@ -29,12 +29,24 @@ fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Validate { config } => {
+        Command::Validate { config, connect } => {
             let path = config.unwrap_or_else(default_config_path);
             match config::load_file(&path) {
-                Ok(_) => {
+                Ok(cfg) => {
                     eprintln!("{}: valid", path.display());
-                    ExitCode::SUCCESS
+                    if !connect {
+                        return ExitCode::SUCCESS;
+                    }
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .enable_all()
+                        .build()
+                        .expect("tokio runtime");
+                    let checks = rt.block_on(probe::run(&cfg));
+                    if probe::report(&checks) {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::from(1)
+                    }
                 }
                 Err(e) => {
                     eprintln!("{e}");

@@ -50,6 +50,26 @@ const MAX_IN_FLIGHT: usize = 32;
 const SKEW: chrono::Duration = chrono::Duration::minutes(2);
 
 impl AzureBlobTriggerConfig {
+    /// `switchyard validate --connect`: read the container's properties (signed with the key,
+    /// so a wrong key shows too).
+    pub async fn probe(&self) -> Result<String, String> {
+        let account = crate::account(
+            self.connection_string.expose(),
+            self.endpoint.as_deref(),
+            Service::Blob,
+        )
+        .map_err(|e| e.to_string())?;
+        let client = container_client(&account, &self.container).map_err(|e| e.to_string())?;
+        match with_timeout(CALL_TIMEOUT, client.get_properties(None)).await {
+            Ok(_) => Ok(format!("container {} exists", self.container)),
+            Err(e) if matches!(service_error(&e), Some((404, _))) => Ok(format!(
+                "connected; container {} does not exist yet (nothing to scan until it does)",
+                self.container
+            )),
+            Err(e) => Err(format!("container {}: {}", self.container, describe(&e))),
+        }
+    }
+
     /// Build the trigger.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
         BuildError::first_of(crate::config::check_blob_trigger(self))?;

@@ -55,6 +55,25 @@ impl AzureQueueTriggerConfig {
     }
 }
 
+impl AzureQueueTriggerConfig {
+    /// `switchyard validate --connect`: read the queue's properties (signed with the key, so a
+    /// wrong key shows too).
+    pub async fn probe(&self) -> Result<String, String> {
+        let account = crate::account(
+            self.connection_string.expose(),
+            self.endpoint.as_deref(),
+            Service::Queue,
+        )
+        .map_err(|e| e.to_string())?;
+        let client = queue_client(&account, &self.queue).map_err(|e| e.to_string())?;
+        let rsp = with_timeout(CALL_TIMEOUT, client.get_properties(None))
+            .await
+            .map_err(|e| format!("queue {}: {}", self.queue, describe(&e)))?;
+        let n = rsp.approximate_messages_count().ok().flatten().unwrap_or(0);
+        Ok(format!("queue {}: about {n} message(s)", self.queue))
+    }
+}
+
 struct Shared {
     client: QueueClient,
     poison: QueueClient,

@@ -162,8 +162,8 @@ impl EventHubsTriggerConfig {
         }
     }
 
-    /// Build the trigger.
-    pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
+    /// The consumer properties and the hub's name.
+    fn consumer_config(&self) -> Result<(rdkafka::ClientConfig, String), BuildError> {
         let cs = parse(&self.connection_string)?;
         let hub = cs.hub(&self.hub)?;
         let mut config = cs.client_config();
@@ -176,7 +176,19 @@ impl EventHubsTriggerConfig {
         for (k, v) in &self.options {
             config.set(k, v);
         }
+        Ok((config, hub))
+    }
+
+    /// Build the trigger.
+    pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
+        let (config, hub) = self.consumer_config()?;
         build_consumer(cx, config, &[hub], "eventhubs")
+    }
+
+    /// `switchyard validate --connect`: reach the namespace and look the hub up.
+    pub async fn probe(&self) -> Result<String, String> {
+        let (config, hub) = self.consumer_config().map_err(|e| e.to_string())?;
+        crate::trigger::probe_topics(config, vec![hub]).await
     }
 }
 

@@ -106,6 +106,40 @@ impl KafkaTriggerConfig {
         BuildError::first_of(check_trigger(self))?;
         build_consumer(cx, self.client_config(), &self.topics, "kafka")
     }
+
+    /// `switchyard validate --connect`: reach the brokers and look the topics up.
+    pub async fn probe(&self) -> Result<String, String> {
+        probe_topics(self.client_config(), self.topics.clone()).await
+    }
+}
+
+/// Fetch the cluster's metadata with a plain consumer (joins no group) and describe the
+/// topics (shared by `kafka` and `eventhubs`).
+pub(crate) async fn probe_topics(
+    config: ClientConfig,
+    topics: Vec<String>,
+) -> Result<String, String> {
+    tokio::task::spawn_blocking(move || {
+        let c: rdkafka::consumer::BaseConsumer = config.create().map_err(|e| e.to_string())?;
+        let md = c
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map_err(|e| format!("cannot reach the brokers: {e}"))?;
+        let mut found = vec![format!("{} broker(s)", md.brokers().len())];
+        for t in &topics {
+            match md.topics().iter().find(|m| m.name() == t) {
+                Some(m) if m.error().is_none() => {
+                    found.push(format!("topic {t}: {} partition(s)", m.partitions().len()))
+                }
+                Some(m) => return Err(format!("topic {t}: {:?}", m.error())),
+                None => found.push(format!(
+                    "topic {t} does not exist yet (works only if the brokers create topics)"
+                )),
+            }
+        }
+        Ok(found.join("; "))
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// The properties every switchyard consumer has.

@@ -200,6 +200,36 @@ async fn run_jetstream(
     Ok(())
 }
 
+impl NatsTriggerConfig {
+    /// `switchyard validate --connect`: connect once (no reconnect loop) and, for JetStream,
+    /// look the stream up.
+    pub async fn probe(&self) -> Result<String, String> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_secs(5))
+            .connect(self.url.expose())
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(js_cfg) = &self.jetstream else {
+            return Ok(format!("connected to {}", client.server_info().server_name));
+        };
+        let js = jetstream::new(client);
+        match js.get_stream(&js_cfg.stream).await {
+            Ok(mut stream) => {
+                let info = stream.info().await.map_err(|e| e.to_string())?;
+                Ok(format!(
+                    "stream {}: {} message(s)",
+                    js_cfg.stream, info.state.messages
+                ))
+            }
+            Err(_) if js_cfg.create => Ok(format!(
+                "connected; stream {} does not exist yet and is created at start",
+                js_cfg.stream
+            )),
+            Err(e) => Err(format!("stream {}: {e}", js_cfg.stream)),
+        }
+    }
+}
+
 async fn consumer(
     js: &jetstream::Context,
     c: &JetStreamTrigger,

@@ -38,6 +38,43 @@ impl RabbitMqTriggerConfig {
     }
 }
 
+impl RabbitMqTriggerConfig {
+    /// `switchyard validate --connect`: open a connection and look the queue up (passively:
+    /// nothing is declared or consumed).
+    pub async fn probe(&self) -> Result<String, String> {
+        let conn = Connection::connect(self.url.expose(), ConnectionProperties::default())
+            .await
+            .map_err(|e| describe(&e))?;
+        let looked_up = async {
+            let ch = conn.create_channel().await?;
+            ch.queue_declare(
+                ShortString::from(self.queue.as_str()),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+        }
+        .await;
+        let _ = conn.close(200, ShortString::from("probe")).await;
+        match looked_up {
+            Ok(q) => Ok(format!(
+                "queue {}: {} message(s), {} consumer(s)",
+                self.queue,
+                q.message_count(),
+                q.consumer_count()
+            )),
+            Err(_) if self.declare.is_some() => Ok(format!(
+                "connected; queue {} does not exist yet and is declared at start",
+                self.queue
+            )),
+            Err(e) => Err(format!("queue {}: {}", self.queue, describe(&e))),
+        }
+    }
+}
+
 async fn connect(
     config: &RabbitMqTriggerConfig,
     pipeline: &str,
