@@ -45,6 +45,20 @@ pub enum Command {
         #[arg(long)]
         connect: bool,
     },
+    /// Ask a running gateway's admin server whether it is alive (`/healthz`) or ready
+    /// (`/readyz`): exit 0 when it answers 200, 1 otherwise. For container health checks; needs
+    /// no curl in the image.
+    Health {
+        /// Check `/readyz` instead of `/healthz`.
+        #[arg(long)]
+        ready: bool,
+        /// The admin server; default: `admin.listen` of the config file, else 127.0.0.1:9464.
+        #[arg(long)]
+        admin: Option<std::net::SocketAddr>,
+        /// The config file to read `admin.listen` from.
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
+    },
     /// Print the JSON Schema of the config file.
     Schema,
 }

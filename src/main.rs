@@ -1,7 +1,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 use switchyard::cli::{default_config_path, Cli, Command};
-use switchyard::{app, config, probe, telemetry};
+use switchyard::{admin, app, config, probe, telemetry};
 
 // Per event the gateway allocates and frees many small buffers across threads; mimalloc's
 // thread-local free lists cost about half of glibc malloc's per event (docs/benchmarks.md).
@@ -28,6 +28,31 @@ fn main() -> ExitCode {
                 serde_json::to_string_pretty(&schema).expect("schema serializes")
             );
             ExitCode::SUCCESS
+        }
+        Command::Health {
+            ready,
+            admin,
+            config,
+        } => {
+            let addr = admin.unwrap_or_else(|| {
+                let path = config.unwrap_or_else(default_config_path);
+                let listen = config::load_file(&path)
+                    .map(|c| c.admin.listen)
+                    .unwrap_or_else(|_| ([127, 0, 0, 1], 9464).into());
+                admin::local_address(listen)
+            });
+            let path = if ready { "/readyz" } else { "/healthz" };
+            match admin::probe(addr, path, std::time::Duration::from_secs(3)) {
+                Ok((200, _)) => ExitCode::SUCCESS,
+                Ok((status, body)) => {
+                    println!("{path}: {status} {body}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    println!("{path}: cannot reach {addr}: {e}");
+                    ExitCode::from(1)
+                }
+            }
         }
         Command::Validate { config, connect } => {
             let path = config.unwrap_or_else(default_config_path);
