@@ -177,7 +177,11 @@ pipelines:
     let mut gw = Command::new(bin.join(&entry[0]));
     gw.args(&entry[1..]).args(&cmd);
     image_env(&mut gw);
-    let mut gw = gw.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut gw = gw
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
 
     // The image's HEALTHCHECK command, run as Docker would (PATH, ENV, WORKDIR).
     let health = d.exec("HEALTHCHECK");
@@ -218,7 +222,10 @@ pipelines:
         if !out.status.success() {
             break String::from_utf8_lossy(&out.stdout).into_owned();
         }
-        assert!(Instant::now() < deadline, "still ready without the function");
+        assert!(
+            Instant::now() < deadline,
+            "still ready without the function"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(not_ready.contains("functions.f"), "{not_ready}");
