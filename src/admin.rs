@@ -67,41 +67,6 @@ pub fn install_metrics() -> Result<PrometheusHandle, Box<dyn std::error::Error +
     Ok(handle)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use axum::body::Body;
-    use axum::http::Request;
-    use tower::ServiceExt;
-
-    #[tokio::test]
-    async fn readyz_names_what_is_not_ready() {
-        let health = Health::default();
-        let h = health.register("pipelines.p.trigger", "connecting");
-        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
-            .build_recorder()
-            .handle();
-        let app = router(health, handle);
-        let resp = app
-            .clone()
-            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["not_ready"]["pipelines.p.trigger"], "connecting");
-        h.ready();
-        let resp = app
-            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::OK);
-    }
-}
-
 /// The address to reach a server listening on `listen` from this host: a wildcard listen
 /// address is reached on loopback.
 pub fn local_address(listen: std::net::SocketAddr) -> std::net::SocketAddr {
@@ -138,4 +103,39 @@ pub fn probe(
         .map(|(_, b)| b.trim().to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    #[tokio::test]
+    async fn readyz_names_what_is_not_ready() {
+        let health = Health::default();
+        let h = health.register("pipelines.p.trigger", "connecting");
+        let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+            .build_recorder()
+            .handle();
+        let app = router(health, handle);
+        let resp = app
+            .clone()
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["not_ready"]["pipelines.p.trigger"], "connecting");
+        h.ready();
+        let resp = app
+            .oneshot(Request::get("/readyz").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
 }
