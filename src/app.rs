@@ -90,7 +90,13 @@ pub async fn run(loaded: Loaded, source: Option<Source>) -> Result<Exit, BoxErro
                 break Exit::Fatal;
             }
             _ = hup.recv() => match &source {
-                Some(s) => gw.reload(&s.path, "SIGHUP").await,
+                Some(s) => {
+                    gw.reload(&s.path, "SIGHUP").await;
+                    // What SIGHUP just read is not a change for the watch to reload again.
+                    if let Some(w) = watcher.as_mut() {
+                        w.last = std::fs::read(&s.path).ok();
+                    }
+                }
                 None => tracing::warn!("SIGHUP: no config file to reload"),
             },
             () = changed => {

@@ -27,7 +27,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipelines of a config file.
     Run {
-        /// The config file; default ./switchyard.yaml, then config/switchyard.yaml.
+        /// The config file; default ./switchyard.yaml, then config/switchyard.yaml, then
+        /// /etc/switchyard/switchyard.yaml.
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
         /// How often the config file is checked for changes (a change reloads it, as SIGHUP
@@ -37,7 +38,8 @@ pub enum Command {
     },
     /// Check a config file: exit 0 when valid, 2 with every problem on stderr when not.
     Validate {
-        /// The config file; default ./switchyard.yaml, then config/switchyard.yaml.
+        /// The config file; default ./switchyard.yaml, then config/switchyard.yaml, then
+        /// /etc/switchyard/switchyard.yaml.
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
         /// Also connect to every function, broker and output and report each reachable or
@@ -63,12 +65,12 @@ pub enum Command {
     Schema,
 }
 
-/// The config file to use when none is given.
+/// The config file to use when none is given: `./switchyard.yaml`, else
+/// `config/switchyard.yaml` (the demo), else the daemon's `/etc/switchyard/switchyard.yaml`.
 pub fn default_config_path() -> PathBuf {
-    let local = PathBuf::from("switchyard.yaml");
-    if local.exists() {
-        local
-    } else {
-        PathBuf::from("config/switchyard.yaml")
-    }
+    ["switchyard.yaml", "config/switchyard.yaml"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("/etc/switchyard/switchyard.yaml"))
 }
