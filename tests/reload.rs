@@ -174,3 +174,92 @@ async fn reload_drains_changed_pipelines_without_loss_or_duplicates_and_keeps_th
     assert_eq!(g.log().matches("pipeline started").count(), 5);
     assert!(g.signal_and_wait(libc::SIGTERM).success());
 }
+
+/// A changed function on Kafka: the function process is replaced and its pipeline drains (the
+/// consumer commits and leaves the group) before the new one joins; every record is called
+/// once and reaches the output once.
+#[tokio::test]
+async fn a_changed_function_on_kafka_is_replaced_without_loss_or_duplicates() {
+    use common::kafka::{consume_until as kafka_read, create_topic, produce, BROKER};
+    const N: usize = 300;
+    let (input, output, group) = (unique("kin"), unique("kout"), unique("kgroup"));
+    create_topic(&input, 3).await;
+    create_topic(&output, 1).await;
+    let yaml = |version: &str| {
+        format!(
+            "
+functions:
+  f: {{ command: [python3, \"{{testfn}}\"], timeout: 10s, concurrency: 8, env: {{ VERSION: \"{version}\" }} }}
+pipelines:
+  k:
+    trigger:
+      type: kafka
+      brokers: [\"{BROKER}\"]
+      topics: [{input}]
+      group: {group}
+      options: {{ session.timeout.ms: 6000, heartbeat.interval.ms: 1000 }}
+    function: f
+    ordering: none
+    outputs:
+      - {{ name: out, type: kafka, brokers: [\"{BROKER}\"], topic: {output} }}
+"
+        )
+    };
+    let mut g = Gateway::start(&yaml("1")).await;
+    produce(
+        &input,
+        (0..N).map(|i| serde_json::json!({ "n": i, "sleep_ms": 40, "src": "kafka" })),
+        7,
+    )
+    .await;
+    eventually(60, "a quarter of the records called", || {
+        g.function_log()
+            .iter()
+            .filter(|r| r["body"].as_str().unwrap_or("").contains("kafka"))
+            .count()
+            >= N / 4
+    })
+    .await;
+    g.write_config(&yaml("2"));
+    g.signal(libc::SIGHUP);
+
+    let out = tokio::task::spawn_blocking(move || {
+        kafka_read(&output, Duration::from_secs(120), |r| r.len() >= N)
+    })
+    .await
+    .unwrap();
+    let values: Vec<_> = out.iter().map(|c| c.payload.clone()).collect();
+    assert_eq!(
+        distinct_and_duplicates(&values, "n"),
+        (N, 0),
+        "log:\n{}",
+        g.log()
+    );
+    let log = g.function_log();
+    let calls: Vec<_> = log
+        .iter()
+        .filter(|r| r["body"].as_str().unwrap_or("").contains("kafka"))
+        .collect();
+    let bodies: Vec<serde_json::Value> = calls
+        .iter()
+        .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        distinct_and_duplicates(&bodies, "n"),
+        (N, 0),
+        "each record called once"
+    );
+    // Two processes, one after the other: the old one served nothing after the new one began.
+    let pids: Vec<String> = calls.iter().map(|r| r["pid"].to_string()).collect();
+    let first_new = pids
+        .iter()
+        .position(|p| *p != pids[0])
+        .expect("a new process");
+    assert!(
+        pids[first_new..].iter().all(|p| *p == pids[first_new]),
+        "{pids:?}"
+    );
+    assert!(first_new >= N / 4 && first_new < N);
+    assert_eq!(reloads(&g, "applied").await, 1.0);
+    assert!(g.signal_and_wait(libc::SIGTERM).success());
+}
