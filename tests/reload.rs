@@ -259,7 +259,7 @@ pipelines:
         pids[first_new..].iter().all(|p| *p == pids[first_new]),
         "{pids:?}"
     );
-    assert!(first_new >= N / 4 && first_new < N);
+    assert!((N / 4..N).contains(&first_new));
     assert_eq!(reloads(&g, "applied").await, 1.0);
     assert!(g.signal_and_wait(libc::SIGTERM).success());
 }
