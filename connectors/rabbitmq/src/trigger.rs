@@ -164,7 +164,7 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
                     let _ = channel.basic_cancel(ShortString::from(tag.as_str()), BasicCancelOptions::default()).await;
                     // The acks go over this channel: keep it open until they are sent.
                     settled(&pending).await;
-                    let _ = conn.close(200, ShortString::from("draining")).await;
+                    close(&conn).await;
                     break 'reconnect;
                 }
                 n = consumer.next() => n,
@@ -214,7 +214,7 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
             });
             if cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
                 settled(&pending).await;
-                let _ = conn.close(200, ShortString::from("draining")).await;
+                close(&conn).await;
                 break 'reconnect;
             }
         }
@@ -222,6 +222,12 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
     settled(&pending).await;
     tracing::info!(pipeline = %cx.pipeline, "rabbitmq consumer closed");
     Ok(())
+}
+
+/// Close the connection after a drain; a broker that does not answer is not waited for.
+async fn close(conn: &Connection) {
+    let closing = conn.close(200, ShortString::from("draining"));
+    let _ = tokio::time::timeout(Duration::from_secs(5), closing).await;
 }
 
 /// Wait until every delivered message is acked, rejected or nacked. Dropping the connection
