@@ -23,6 +23,26 @@ fn validate_accepts_the_demo_config() {
 }
 
 #[test]
+fn every_example_config_is_valid() {
+    let dir = format!("{}/config", env!("CARGO_MANIFEST_DIR"));
+    let mut n = 0;
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.extension().is_some_and(|x| x == "yaml") {
+            let out = switchyard(&["validate", "-c", p.to_str().unwrap()]);
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 10, "one example per connector: {n}");
+}
+
+#[test]
 fn invalid_config_exits_2_naming_file_line_column_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");
