@@ -63,7 +63,7 @@ pub async fn run(loaded: Loaded, source: Option<Source>) -> Result<Exit, BoxErro
 
     let (fatal_tx, mut fatal_rx) = mpsc::unbounded_channel();
     let mut gw = Gateway::new(health, &loaded, fatal_tx);
-    gw.apply(loaded).await?;
+    gw.apply(Plan::new(None, &loaded), loaded).await?;
     tracing::info!(
         pipelines = gw.pipelines.len(),
         functions = gw.functions.len(),
@@ -269,7 +269,7 @@ impl Gateway {
                     tracing::info!(reason = why, "config reload: nothing changed");
                     "unchanged"
                 } else {
-                    match self.apply(loaded).await {
+                    match self.apply(plan, loaded).await {
                         Ok(()) => "applied",
                         Err(e) => {
                             tracing::error!(reason = why, error = %e, "config reload failed; still running the previous config");
@@ -310,8 +310,8 @@ impl Gateway {
 
     /// Make the running pipelines those of `loaded`. Everything new is built first; a
     /// failure then stops what was started and leaves the running config as it was.
-    async fn apply(&mut self, loaded: Loaded) -> Result<(), BoxError> {
-        let plan = Plan::new(self.running.as_ref(), &loaded);
+    /// `plan` is what `loaded` changes against the running config.
+    async fn apply(&mut self, plan: Plan, loaded: Loaded) -> Result<(), BoxError> {
         let config = &loaded.config;
         if self.running.is_some() {
             tracing::info!(
