@@ -172,14 +172,7 @@ impl Plan {
             l.map(|l| l.entry(map, name).clone())
                 .unwrap_or(serde_json::Value::Null)
         };
-        let old_functions: BTreeSet<&String> = old
-            .map(|o| o.config.functions.keys().collect())
-            .unwrap_or_default();
-        for name in old_functions
-            .iter()
-            .copied()
-            .chain(new.config.functions.keys())
-        {
+        for name in names(old.map(|o| &o.config.functions), &new.config.functions) {
             let (before, after) = (
                 entry(old, "functions", name),
                 entry(Some(new), "functions", name),
@@ -193,14 +186,7 @@ impl Plan {
                 }
             }
         }
-        let old_pipelines: BTreeSet<&String> = old
-            .map(|o| o.config.pipelines.keys().collect())
-            .unwrap_or_default();
-        for name in old_pipelines
-            .iter()
-            .copied()
-            .chain(new.config.pipelines.keys())
-        {
+        for name in names(old.map(|o| &o.config.pipelines), &new.config.pipelines) {
             let was = old.and_then(|o| o.config.pipelines.get(name));
             let is = new.config.pipelines.get(name);
             let function_changed = |p: Option<&PipelineConfig>| {
@@ -227,6 +213,17 @@ impl Plan {
     fn is_empty(&self) -> bool {
         *self == Plan::default()
     }
+}
+
+/// The names of a map in the running config or the new one, each once.
+fn names<'a, V>(
+    old: Option<&'a BTreeMap<String, V>>,
+    new: &'a BTreeMap<String, V>,
+) -> BTreeSet<&'a String> {
+    old.into_iter()
+        .flat_map(BTreeMap::keys)
+        .chain(new.keys())
+        .collect()
 }
 
 impl Gateway {
