@@ -122,14 +122,19 @@ pub fn distinct_and_duplicates(values: &[serde_json::Value], field: &str) -> (us
     (seen.len(), dups)
 }
 
+/// Run `rabbitmqctl` with a two-minute bound, so a node that does not come back fails the test
+/// instead of hanging it.
 pub fn rabbitmqctl(args: &[&str]) {
-    let st = std::process::Command::new("rabbitmqctl")
+    let st = std::process::Command::new("timeout")
+        .arg("120")
+        .arg("rabbitmqctl")
         .args(args)
         .output()
         .unwrap();
     assert!(
         st.status.success(),
-        "rabbitmqctl {args:?}: {}",
+        "rabbitmqctl {args:?} ({}, 124 = timed out): {}",
+        st.status,
         String::from_utf8_lossy(&st.stderr)
     );
 }
