@@ -15,7 +15,8 @@
 //! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
 //! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10),
 //! `BENCH_GATEWAY` (the switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no
-//! peer), `BENCH_OUT` (results folder).
+//! peer), `BENCH_OUT` (results folder), `BENCH_KEEP` (set: keep the processes' logs),
+//! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`).
 
 mod brokers;
 mod procs;
@@ -101,7 +102,10 @@ impl Bench {
         let cfg = self.dir.join(format!("switchyard-{admin}.yaml"));
         std::fs::write(&cfg, yaml).expect("write config");
         let mut cmd = Command::new(&self.gateway);
-        cmd.args(["run", "-c"]).arg(&cfg).env("RUST_LOG", "warn");
+        cmd.args(["run", "-c"]).arg(&cfg).env(
+            "RUST_LOG",
+            std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
+        );
         let mut p = Proc::spawn(
             "switchyard",
             &mut cmd,
@@ -683,7 +687,11 @@ async fn main() {
         .unwrap_or_else(|| root.join("bench/results"));
     let (md, svg) = report::write(&out, &scenarios, b.peer.is_some());
     println!("wrote {} and {}", md.display(), svg.display());
-    let _ = std::fs::remove_dir_all(&dir);
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!("the processes' logs are in {}", dir.display());
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod output;
+mod settle;
 pub mod trigger;
 
 pub use config::{RabbitMqOutputConfig, RabbitMqTriggerConfig};

@@ -6,11 +6,11 @@
 //! redelivers the message) and never acknowledge a different message.
 
 use crate::config::RabbitMqTriggerConfig;
+use crate::settle::{self, Finished, Verdict};
 use crate::{amqp_text, describe, field_table};
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{FieldTable, ShortString};
 use lapin::{Channel, Connection, ConnectionProperties};
@@ -156,6 +156,8 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
             }
         };
         tracing::info!(pipeline = %cx.pipeline, queue = %config.queue, prefetch = config.prefetch, "consuming");
+        // Acknowledgements of this channel's deliveries, batched (see `settle`).
+        let settle = settle::spawn(pending.clone());
         cx.health.ready();
         backoff = Duration::from_millis(200);
         loop {
@@ -185,32 +187,32 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
                 }
             };
             let event = to_event(&cx.pipeline, &config.queue, &delivery);
-            let acker = delivery.acker;
+            let finished = Finished {
+                acker: delivery.acker,
+                tag: delivery.delivery_tag,
+                verdict: Verdict::Requeue,
+            };
             pending.fetch_add(1, Ordering::SeqCst);
-            let p = pending.clone();
+            let (settle, p) = (settle.clone(), pending.clone());
             let ack = Ack::new(move |status: EventStatus| {
-                tokio::spawn(async move {
-                    let r = match status {
-                        s if s.is_settled() => acker.ack(BasicAckOptions::default()).await,
-                        // Failed for good with no dead letter: the queue's DLX takes it.
-                        EventStatus::Rejected { .. } => {
-                            acker.reject(BasicRejectOptions { requeue: false }).await
-                        }
-                        // Not finished: back to the queue for another try.
-                        _ => {
-                            acker
-                                .nack(BasicNackOptions {
-                                    requeue: true,
-                                    ..Default::default()
-                                })
-                                .await
-                        }
-                    };
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "ack on a closed channel; the broker redelivers the message");
-                    }
+                let verdict = match status {
+                    s if s.is_settled() => Verdict::Ack,
+                    // Failed for good with no dead letter: the queue's DLX takes it.
+                    EventStatus::Rejected { .. } => Verdict::Reject,
+                    // Not finished: back to the queue for another try.
+                    _ => Verdict::Requeue,
+                };
+                if settle
+                    .send(Finished {
+                        verdict,
+                        ..finished
+                    })
+                    .is_err()
+                {
+                    // The channel's settling task is gone: so is the channel, and the broker
+                    // delivers the message again.
                     p.fetch_sub(1, Ordering::SeqCst);
-                });
+                }
             });
             if cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
                 settled(&pending).await;
