@@ -106,7 +106,8 @@ impl Source {
         match self {
             // Few events per round (the emulator is slow to fill), so each takes longer.
             Source::Azure { .. } => 300,
-            _ => 50,
+            // 150 × 100 ms over 16 at once: about 0.94 s, longer than the longest kill delay.
+            _ => 100,
         }
     }
 

@@ -19,7 +19,9 @@ pub struct KafkaTriggerConfig {
     /// Where a new group starts: `earliest` (default, nothing is skipped) or `latest`.
     #[serde(default)]
     pub start: Start,
-    /// How often stored offsets are committed.
+    /// How often the offsets of delivered events are committed (only when they moved; at least
+    /// 10 ms). After a crash, at most the events in flight and those delivered in the last
+    /// interval are delivered again.
     #[serde(default = "default_commit_interval")]
     pub commit_interval: Duration,
     /// Extra librdkafka properties (TLS, SASL, timeouts), passed through as they are.
@@ -49,7 +51,7 @@ impl Start {
 }
 
 fn default_commit_interval() -> Duration {
-    Duration::from_secs(5)
+    Duration::from_millis(100)
 }
 
 /// `type: kafka` output: produce each value to a topic.

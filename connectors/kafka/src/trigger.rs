@@ -154,9 +154,11 @@ pub(crate) fn base_consumer_config(
         // the partition are delivered; librdkafka commits what is stored.
         .set("enable.auto.offset.store", "false")
         .set("enable.auto.commit", "true")
+        // What is stored is committed this often (only when it moved), so a crash repeats at
+        // most the events in flight plus those finished in one interval.
         .set(
             "auto.commit.interval.ms",
-            commit_interval.as_millis().max(100).to_string(),
+            commit_interval.as_millis().max(10).to_string(),
         )
         .set("auto.offset.reset", start)
         .set("enable.partition.eof", "false")
@@ -207,14 +209,6 @@ async fn run(
     trigger_type: &'static str,
 ) -> Result<(), BoxError> {
     let pending = Arc::new(AtomicUsize::new(0));
-    // Commit soon after the watermark moves, one commit at a time, so a crash repeats at most
-    // the events in flight plus those acknowledged during the one commit in progress.
-    let moved = Arc::new(tokio::sync::Notify::new());
-    tokio::spawn(commit_on_progress(
-        consumer.clone(),
-        moved.clone(),
-        cx.clone(),
-    ));
     let mut waiting: VecDeque<TriggerEvent> = VecDeque::new();
     let mut paused = false;
     let mut last_error_log: Option<Instant> = None;
@@ -242,16 +236,16 @@ async fn run(
                     let generation = lock(&offsets).received(&topic, partition, offset);
                     pending.fetch_add(1, Ordering::SeqCst);
                     let ack = {
-                        let (consumer, offsets, pending, moved) = (consumer.clone(), offsets.clone(), pending.clone(), moved.clone());
+                        let (consumer, offsets, pending) = (consumer.clone(), offsets.clone(), pending.clone());
                         Ack::new(move |status: EventStatus| {
                             // Kafka has no poison queue: a rejected event (no dead letter
                             // configured) was logged and counted by the engine; move past it.
                             if status.is_settled() || matches!(status, EventStatus::Rejected { .. }) {
                                 if let Some(last) = lock(&offsets).done(&topic, partition, offset, generation) {
-                                    // librdkafka stores last + 1, the next offset to consume.
-                                    match consumer.store_offset(&topic, partition, last) {
-                                        Ok(()) => moved.notify_one(),
-                                        Err(e) => tracing::debug!(topic, partition, error = %e, "cannot store offset (partition revoked?)"),
+                                    // librdkafka stores last + 1, the next offset to consume, and
+                                    // commits what is stored every `commit_interval`.
+                                    if let Err(e) = consumer.store_offset(&topic, partition, last) {
+                                        tracing::debug!(topic, partition, error = %e, "cannot store offset (partition revoked?)");
                                     }
                                 }
                             } else {
@@ -316,28 +310,6 @@ async fn run(
     .await?;
     tracing::info!(pipeline = %cx.pipeline, in_flight = lock(&offsets).in_flight(), "kafka consumer closed");
     Ok(())
-}
-
-/// Commit stored offsets whenever they moved; commits never overlap, so under load one commit
-/// carries many events.
-async fn commit_on_progress(
-    consumer: Arc<KafkaConsumer>,
-    moved: Arc<tokio::sync::Notify>,
-    cx: TriggerContext,
-) {
-    loop {
-        tokio::select! {
-            _ = cx.shutdown.cancelled() => return,
-            _ = moved.notified() => {}
-        }
-        let (c, pipeline) = (consumer.clone(), cx.pipeline.clone());
-        if tokio::task::spawn_blocking(move || commit(c.as_ref(), &pipeline))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
 }
 
 fn set_paused(consumer: &KafkaConsumer, pause: bool, pipeline: &str) {
