@@ -16,7 +16,8 @@
 //! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10),
 //! `BENCH_GATEWAY` (the switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no
 //! peer), `BENCH_OUT` (results folder), `BENCH_KEEP` (set: keep the processes' logs),
-//! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`).
+//! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`), `BENCH_GATEWAY_THREADS` (the
+//! gateway's runtime worker threads; default: one per core).
 
 mod brokers;
 mod procs;
@@ -106,6 +107,13 @@ impl Bench {
             "RUST_LOG",
             std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
         );
+        if let Some(n) = std::env::var("BENCH_GATEWAY_THREADS")
+            .ok()
+            .filter(|n| !n.is_empty())
+        {
+            // The gateway's runtime only (TOKIO_WORKER_THREADS would also change this harness).
+            cmd.env("TOKIO_WORKER_THREADS", n);
+        }
         let mut p = Proc::spawn(
             "switchyard",
             &mut cmd,
