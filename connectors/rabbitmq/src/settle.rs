@@ -159,10 +159,11 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Finished>, pending: Arc<AtomicUsize
     let mut ackers: BTreeMap<u64, Acker> = BTreeMap::new();
     let mut batch = Vec::new();
     let (mut messages, mut frames_sent) = (0usize, 0usize);
-    // When the tags held behind a gap are released.
+    // When the tags held behind a gap are released: set while any are held, so the loop ends
+    // once every sender is gone and nothing is held.
     let mut release_at: Option<Instant> = None;
     let mut open = true;
-    while open || window.held() > 0 {
+    while open || release_at.is_some() {
         let mut frames = tokio::select! {
             n = rx.recv_many(&mut batch, 4096), if open => {
                 open = n > 0;
@@ -175,17 +176,19 @@ async fn run(mut rx: mpsc::UnboundedReceiver<Finished>, pending: Arc<AtomicUsize
                     .collect();
                 window.turn(done)
             }
-            _ = tokio::time::sleep_until(release_at.unwrap_or_else(Instant::now)), if release_at.is_some() || !open => {
+            _ = tokio::time::sleep_until(release_at.unwrap_or_else(Instant::now)), if release_at.is_some() => {
                 window.release()
             }
         };
-        if window.held() >= HOLD_MAX {
+        let held = window.held();
+        if held >= HOLD_MAX {
             frames.extend(window.release());
         }
-        release_at = match (window.held(), release_at) {
-            (0, _) => None,
-            (_, Some(t)) => Some(t),
-            (_, None) => Some(Instant::now() + HOLD),
+        release_at = if held == 0 || held >= HOLD_MAX {
+            None
+        } else {
+            // The first tag held starts the wait.
+            release_at.or_else(|| Some(Instant::now() + HOLD))
         };
         for frame in frames {
             send(frame, &mut ackers, &pending).await;
