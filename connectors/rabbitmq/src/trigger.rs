@@ -187,11 +187,7 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
                 }
             };
             let event = to_event(&cx.pipeline, &config.queue, &delivery);
-            let finished = Finished {
-                acker: delivery.acker,
-                tag: delivery.delivery_tag,
-                verdict: Verdict::Requeue,
-            };
+            let (acker, tag) = (delivery.acker, delivery.delivery_tag);
             pending.fetch_add(1, Ordering::SeqCst);
             let (settle, p) = (settle.clone(), pending.clone());
             let ack = Ack::new(move |status: EventStatus| {
@@ -204,8 +200,9 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
                 };
                 if settle
                     .send(Finished {
+                        acker,
+                        tag,
                         verdict,
-                        ..finished
                     })
                     .is_err()
                 {
