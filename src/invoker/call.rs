@@ -77,6 +77,12 @@ impl FunctionCall {
             .pool_max_idle_per_host(cfg.concurrency)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
+            // A redirect is an answer like any other non-2xx status (the function is called
+            // at the URL it was given), and retries are the pipeline's policy, not the
+            // client's: with neither, reqwest also stops copying every request in case it
+            // has to send it again.
+            .redirect(reqwest::redirect::Policy::none())
+            .retry(reqwest::retry::never().max_retries_per_request(0))
             .build()?;
         Ok(Self {
             name: Arc::from(name),
@@ -214,13 +220,13 @@ impl FunctionCall {
         if let Some(tp) = traceparent {
             req = req.header("traceparent", tp);
         }
-        let resp = req
+        let mut resp = req
             .send()
             .await
             .map_err(|e| InvokeError::Connect(error_chain(&e)))?;
         let status = resp.status();
         tracing::Span::current().record("http.response.status_code", status.as_u16());
-        let headers = resp.headers().clone();
+        let headers = std::mem::take(resp.headers_mut());
         let body = read_limited(resp, self.max_reply).await?;
         if !status.is_success() {
             return Err(InvokeError::Status {
@@ -262,18 +268,11 @@ fn error_chain(e: &reqwest::Error) -> String {
 }
 
 async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Bytes, InvokeError> {
-    let mut buf = BytesMut::new();
+    let mut body = Limited::new(max);
     loop {
         match resp.chunk().await {
-            Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > max {
-                    return Err(InvokeError::Refused(format!(
-                        "reply larger than max_reply ({max} bytes)"
-                    )));
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(buf.freeze()),
+            Ok(Some(chunk)) => body.push(chunk)?,
+            Ok(None) => return Ok(body.finish()),
             Err(e) => {
                 return Err(InvokeError::Connect(format!(
                     "reading the reply: {}",
@@ -281,6 +280,49 @@ async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Bytes, 
                 )))
             }
         }
+    }
+}
+
+/// A reply body gathered chunk by chunk up to `max` bytes. A body that arrives in one chunk
+/// (the usual small reply) is kept as it came; only one in several chunks is copied.
+struct Limited {
+    max: usize,
+    len: usize,
+    first: Option<Bytes>,
+    rest: BytesMut,
+}
+
+impl Limited {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            len: 0,
+            first: None,
+            rest: BytesMut::new(),
+        }
+    }
+
+    fn push(&mut self, chunk: Bytes) -> Result<(), InvokeError> {
+        self.len += chunk.len();
+        if self.len > self.max {
+            return Err(InvokeError::Refused(format!(
+                "reply larger than max_reply ({} bytes)",
+                self.max
+            )));
+        }
+        if self.first.is_none() && self.rest.is_empty() {
+            self.first = Some(chunk);
+            return Ok(());
+        }
+        if let Some(first) = self.first.take() {
+            self.rest.extend_from_slice(&first);
+        }
+        self.rest.extend_from_slice(&chunk);
+        Ok(())
+    }
+
+    fn finish(self) -> Bytes {
+        self.first.unwrap_or_else(|| self.rest.freeze())
     }
 }
 
@@ -576,6 +618,28 @@ pub fn decode_answer_for_fuzzing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reply_in_one_chunk_is_kept_and_several_are_joined_up_to_the_limit() {
+        let one = Bytes::from_static(b"hello");
+        let mut b = Limited::new(5);
+        b.push(one.clone()).unwrap();
+        let kept = b.finish();
+        assert_eq!(kept, one);
+        assert_eq!(kept.as_ptr(), one.as_ptr(), "one chunk is not copied");
+
+        let mut b = Limited::new(10);
+        for c in [&b"ab"[..], b"", b"cde", b"f"] {
+            b.push(Bytes::copy_from_slice(c)).unwrap();
+        }
+        assert_eq!(&b.finish()[..], b"abcdef");
+
+        let mut b = Limited::new(4);
+        b.push(Bytes::from_static(b"abc")).unwrap();
+        let err = b.push(Bytes::from_static(b"de")).unwrap_err();
+        assert!(matches!(err, InvokeError::Refused(_)), "{err}");
+        assert_eq!(Limited::new(4).finish(), Bytes::new());
+    }
 
     #[test]
     fn azure_answer_routes_by_name() {

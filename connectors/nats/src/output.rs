@@ -11,7 +11,13 @@ use tokio::sync::OnceCell;
 /// Publishes values; connects on first use and reconnects by itself.
 pub struct NatsOutput {
     config: NatsOutputConfig,
-    client: OnceCell<async_nats::Client>,
+    client: OnceCell<Conn>,
+}
+
+/// The connection, and the JetStream context on it (made once, not per write).
+struct Conn {
+    client: async_nats::Client,
+    js: async_nats::jetstream::Context,
 }
 
 impl NatsOutputConfig {
@@ -31,14 +37,16 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> OutputError {
 }
 
 impl NatsOutput {
-    async fn client(&self) -> Result<&async_nats::Client, OutputError> {
+    async fn client(&self) -> Result<&Conn, OutputError> {
         self.client
             .get_or_try_init(|| async {
-                async_nats::ConnectOptions::new()
+                let client = async_nats::ConnectOptions::new()
                     .name("switchyard-output")
                     .connect(self.config.url.expose())
                     .await
-                    .map_err(err)
+                    .map_err(err)?;
+                let js = async_nats::jetstream::new(client.clone());
+                Ok(Conn { client, js })
             })
             .await
     }
@@ -47,7 +55,7 @@ impl NatsOutput {
 #[async_trait]
 impl Output for NatsOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
-        let client = self.client().await?.clone();
+        let conn = self.client().await?;
         let subject = self.config.subject.render(record);
         let mut headers = HeaderMap::new();
         headers.insert("ce-specversion", "1.0");
@@ -74,18 +82,18 @@ impl Output for NatsOutput {
         let work = async {
             if self.config.jetstream {
                 headers.insert("Nats-Msg-Id", record.id.as_str());
-                let js = async_nats::jetstream::new(client);
-                js.publish_with_headers(subject, headers, record.data.clone())
+                conn.js
+                    .publish_with_headers(subject, headers, record.data.clone())
                     .await
                     .map_err(err)?
                     .await
                     .map_err(err)?;
             } else {
-                client
+                conn.client
                     .publish_with_headers(subject, headers, record.data.clone())
                     .await
                     .map_err(err)?;
-                client.flush().await.map_err(err)?;
+                conn.client.flush().await.map_err(err)?;
             }
             Ok(())
         };

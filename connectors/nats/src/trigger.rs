@@ -4,9 +4,11 @@ use crate::config::{check_trigger, JetStreamTrigger, NatsTriggerConfig};
 use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use switchyard_sdk::error::BuildError;
 use switchyard_sdk::event::sniff_json;
 use switchyard_sdk::event::{Event, TriggerEvent};
@@ -124,6 +126,9 @@ async fn run_jetstream(
 ) -> Result<(), BoxError> {
     let js = jetstream::new(client);
     let pending = Arc::new(AtomicUsize::new(0));
+    let (settle_tx, settle_rx) = tokio::sync::mpsc::unbounded_channel();
+    let settling = tokio::spawn(settle(settle_rx, js_cfg.ack_wait.get(), pending.clone()));
+    let mut held: u64 = 0;
     let mut backoff = Duration::from_millis(200);
     let mut backlog_started = false;
     'consumer: loop {
@@ -172,21 +177,29 @@ async fn run_jetstream(
                 }
                 None => continue 'consumer,
             };
-            let (id, delivered) = match msg.info() {
-                Ok(i) => (format!("{}/{}", i.stream, i.stream_sequence), i.delivered),
+            let (id, delivered, published) = match msg.info() {
+                Ok(i) => (
+                    format!("{}/{}", i.stream, i.stream_sequence),
+                    i.delivered,
+                    i.published,
+                ),
                 Err(_) => continue,
             };
             let mut event = event_from(&cx.pipeline, &js_cfg.stream, id, &msg.message);
-            if let Ok(i) = msg.info() {
-                event.time = i.published;
-            }
+            event.time = published;
             event.set_extension("natsdelivered", delivered.to_string());
-            // One task per message: it keeps a long call alive and then settles the message.
-            let (tx, status) = tokio::sync::oneshot::channel();
+            // The settling task holds the message (and keeps a long call alive) until the
+            // engine resolves the ack; the message is handed over before the event is.
+            held += 1;
+            let key = held;
             pending.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(settle(msg, js_cfg.ack_wait.get(), status, pending.clone()));
+            if settle_tx.send(Settle::Hold(key, msg)).is_err() {
+                pending.fetch_sub(1, Ordering::SeqCst);
+                break 'consumer;
+            }
+            let done = settle_tx.clone();
             let ack = Ack::new(move |s: EventStatus| {
-                let _ = tx.send(s);
+                let _ = done.send(Settle::Done(key, s));
             });
             if cx.events.send(TriggerEvent::new(event, ack)).await.is_err() {
                 break 'consumer;
@@ -196,6 +209,8 @@ async fn run_jetstream(
     while pending.load(Ordering::SeqCst) > 0 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    drop(settle_tx);
+    let _ = settling.await;
     tracing::info!(pipeline = %cx.pipeline, "jetstream consumer closed");
     Ok(())
 }
@@ -255,34 +270,67 @@ async fn consumer(
     Ok(stream.get_or_create_consumer(&c.durable, config).await?)
 }
 
-/// Wait for the delivery's outcome, telling the server the message is still being worked on
-/// every third of `ack_wait` (long calls), then acknowledge it accordingly.
+/// What the settling task of a JetStream consumer is told.
+enum Settle {
+    /// A message handed to the engine under this key.
+    Hold(u64, jetstream::Message),
+    /// The engine's final status for the message of this key.
+    Done(u64, EventStatus),
+}
+
+/// Settle every message of one consumer from one task (not a task and a timer per
+/// message): hold each message until its status arrives, tell the server every third of
+/// `ack_wait` that the messages still held are being worked on (long calls), then
+/// acknowledge each one by its status. Ends when every sender is gone.
 async fn settle(
-    msg: jetstream::Message,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<Settle>,
     ack_wait: Duration,
-    mut status: tokio::sync::oneshot::Receiver<EventStatus>,
     pending: Arc<AtomicUsize>,
 ) {
     let every = (ack_wait / 3).max(Duration::from_millis(500));
-    let status = loop {
+    let mut held: HashMap<u64, (jetstream::Message, Instant)> = HashMap::new();
+    // Checked twice per `every`, so a message hears a progress mark at most 1.5 × `every`
+    // (half of `ack_wait`) after the last one.
+    let mut tick = tokio::time::interval(every / 2);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
         tokio::select! {
-            s = &mut status => break s,
-            _ = tokio::time::sleep(every) => {
-                let _ = msg.ack_with(AckKind::Progress).await;
+            cmd = rx.recv() => match cmd {
+                Some(Settle::Hold(key, msg)) => {
+                    held.insert(key, (msg, Instant::now()));
+                }
+                Some(Settle::Done(key, status)) => {
+                    if let Some((msg, _)) = held.remove(&key) {
+                        if let Err(e) = msg.ack_with(ack_kind(&status)).await {
+                            tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
+                        }
+                        pending.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+                None => return,
+            },
+            _ = tick.tick() => {
+                let now = Instant::now();
+                for (msg, last) in held.values_mut() {
+                    if now.duration_since(*last) >= every {
+                        let _ = msg.ack_with(AckKind::Progress).await;
+                        *last = now;
+                    }
+                }
             }
         }
-    };
-    let kind = match status {
-        Ok(s) if s.is_settled() => AckKind::Ack,
+    }
+}
+
+/// How a message is acknowledged for the engine's status.
+fn ack_kind(status: &EventStatus) -> AckKind {
+    match status {
+        s if s.is_settled() => AckKind::Ack,
         // Failed for good, no dead letter: never deliver it again.
-        Ok(EventStatus::Rejected { .. }) => AckKind::Term,
+        EventStatus::Rejected { .. } => AckKind::Term,
         // Not finished: deliver it again a little later.
         _ => AckKind::Nak(Some(Duration::from_secs(1))),
-    };
-    if let Err(e) = msg.ack_with(kind).await {
-        tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
     }
-    pending.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// `switchyard_trigger_backlog`: the durable's pending count, every 10 s.
