@@ -1,9 +1,10 @@
 //! One HTTP call to a function, in the configured format, and the decoding of its answer.
 
+use super::transport::Transport;
 use super::{json_value_bytes, Answer, Invocation, InvokeError};
 use crate::config::{Format, FunctionConfig};
 use base64::Engine;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use std::sync::Arc;
@@ -56,8 +57,9 @@ impl Value {
 #[derive(Clone)]
 pub struct FunctionCall {
     name: Arc<str>,
-    client: reqwest::Client,
+    transport: Transport,
     base_url: reqwest::Url,
+    base_uri: http::Uri,
     format: Format,
     headers: HeaderMap,
     max_reply: usize,
@@ -72,22 +74,14 @@ impl FunctionCall {
                 .map_err(|_| format!("functions.{name}.headers.{k}: invalid header value"))?;
             headers.insert(HeaderName::from_bytes(k.as_bytes())?, value);
         }
-        let client = reqwest::Client::builder()
-            // Keep connections to the function open and reuse them.
-            .pool_max_idle_per_host(cfg.concurrency)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            // A redirect is an answer like any other non-2xx status (the function is called
-            // at the URL it was given), and retries are the pipeline's policy, not the
-            // client's: with neither, reqwest also stops copying every request in case it
-            // has to send it again.
-            .redirect(reqwest::redirect::Policy::none())
-            .retry(reqwest::retry::never().max_retries_per_request(0))
-            .build()?;
+        // Keep connections to the function open and reuse them.
+        let transport = Transport::new(&base_url, cfg.concurrency)?;
+        let base_uri = uri_of(&base_url)?;
         Ok(Self {
             name: Arc::from(name),
-            client,
+            transport,
             base_url,
+            base_uri,
             format: cfg.format,
             headers,
             max_reply: cfg.max_reply.as_usize(),
@@ -157,15 +151,8 @@ impl FunctionCall {
             {
                 headers.insert(HeaderName::from_static("ce-traceparent"), tp);
             }
-            for (k, v) in &self.headers {
-                headers.insert(k.clone(), v.clone());
-            }
-            let req = self
-                .client
-                .post(self.base_url.clone())
-                .headers(headers)
-                .body(e.data.clone());
-            return self.send(req, traceparent, &inv).await;
+            let req = self.request(self.base_uri.clone(), headers, e.data.clone(), traceparent);
+            return self.send(req, &inv).await;
         }
         let events: Vec<Event> = inv
             .events
@@ -179,55 +166,68 @@ impl FunctionCall {
                 e
             })
             .collect();
-        let req = match self.format {
+        let (uri, content_type, body) = match self.format {
             Format::Cloudevents | Format::CloudeventsStructured
                 if events.len() > 1 || inv.batch =>
             {
                 let body: Vec<_> = events.iter().map(to_json).collect();
-                self.client
-                    .post(self.base_url.clone())
-                    .header(CONTENT_TYPE, "application/cloudevents-batch+json")
-                    .body(serde_json::to_vec(&body).expect("json"))
+                (
+                    self.base_uri.clone(),
+                    "application/cloudevents-batch+json",
+                    serde_json::to_vec(&body).expect("json"),
+                )
             }
-            Format::Cloudevents | Format::CloudeventsStructured => self
-                .client
-                .post(self.base_url.clone())
-                .header(CONTENT_TYPE, "application/cloudevents+json")
-                .body(serde_json::to_vec(&to_json(&events[0])).expect("json")),
+            Format::Cloudevents | Format::CloudeventsStructured => (
+                self.base_uri.clone(),
+                "application/cloudevents+json",
+                serde_json::to_vec(&to_json(&events[0])).expect("json"),
+            ),
             Format::AzureFunctions => {
                 let mut url = self.base_url.clone();
                 url.path_segments_mut()
                     .map_err(|_| InvokeError::Refused("function url cannot have a path".into()))?
                     .pop_if_empty()
                     .push(&inv.pipeline);
-                self.client
-                    .post(url)
-                    .header(CONTENT_TYPE, "application/json")
-                    .body(serde_json::to_vec(&azure_request(&inv, &events)).expect("json"))
+                (
+                    uri_of(&url).map_err(|e| InvokeError::Refused(e.to_string()))?,
+                    "application/json",
+                    serde_json::to_vec(&azure_request(&inv, &events)).expect("json"),
+                )
             }
         };
-        self.send(req.headers(self.headers.clone()), traceparent, &inv)
-            .await
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+        let req = self.request(uri, headers, Bytes::from(body), traceparent);
+        self.send(req, &inv).await
+    }
+
+    /// A POST of `body` to `uri` with `headers`, then the function's configured headers
+    /// (which win), then the caller's `traceparent`.
+    fn request(
+        &self,
+        uri: http::Uri,
+        mut headers: HeaderMap,
+        body: Bytes,
+        traceparent: Option<String>,
+    ) -> http::Request<Bytes> {
+        for (k, v) in &self.headers {
+            headers.insert(k.clone(), v.clone());
+        }
+        if let Some(tp) = traceparent.and_then(|t| HeaderValue::from_str(&t).ok()) {
+            headers.append(HeaderName::from_static("traceparent"), tp);
+        }
+        let mut req = http::Request::new(body);
+        *req.method_mut() = http::Method::POST;
+        *req.uri_mut() = uri;
+        *req.headers_mut() = headers;
+        req
     }
 
     /// Send one attempt and decode the function's answer.
-    async fn send(
-        &self,
-        mut req: reqwest::RequestBuilder,
-        traceparent: Option<String>,
-        inv: &Invocation,
-    ) -> Result<Answer, InvokeError> {
-        if let Some(tp) = traceparent {
-            req = req.header("traceparent", tp);
-        }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| InvokeError::Connect(error_chain(&e)))?;
-        let status = resp.status();
+    async fn send(&self, req: http::Request<Bytes>, inv: &Invocation) -> Result<Answer, InvokeError> {
+        let answered = self.transport.send(req, self.max_reply).await?;
+        let (status, headers, body) = (answered.status, answered.headers, answered.body);
         tracing::Span::current().record("http.response.status_code", status.as_u16());
-        let headers = std::mem::take(resp.headers_mut());
-        let body = read_limited(resp, self.max_reply).await?;
         if !status.is_success() {
             return Err(InvokeError::Status {
                 status: status.as_u16(),
@@ -249,81 +249,9 @@ impl FunctionCall {
     }
 }
 
-/// The whole chain of an error, without URLs (they may carry credentials).
-fn error_chain(e: &reqwest::Error) -> String {
-    let mut s = if e.is_connect() {
-        "connection refused or unreachable".to_string()
-    } else if e.is_timeout() {
-        "timed out".to_string()
-    } else {
-        "connection error".to_string()
-    };
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
-}
-
-async fn read_limited(mut resp: reqwest::Response, max: usize) -> Result<Bytes, InvokeError> {
-    let mut body = Limited::new(max);
-    loop {
-        match resp.chunk().await {
-            Ok(Some(chunk)) => body.push(chunk)?,
-            Ok(None) => return Ok(body.finish()),
-            Err(e) => {
-                return Err(InvokeError::Connect(format!(
-                    "reading the reply: {}",
-                    error_chain(&e)
-                )))
-            }
-        }
-    }
-}
-
-/// A reply body gathered chunk by chunk up to `max` bytes. A body that arrives in one chunk
-/// (the usual small reply) is kept as it came; only one in several chunks is copied.
-struct Limited {
-    max: usize,
-    len: usize,
-    first: Option<Bytes>,
-    rest: BytesMut,
-}
-
-impl Limited {
-    fn new(max: usize) -> Self {
-        Self {
-            max,
-            len: 0,
-            first: None,
-            rest: BytesMut::new(),
-        }
-    }
-
-    fn push(&mut self, chunk: Bytes) -> Result<(), InvokeError> {
-        self.len += chunk.len();
-        if self.len > self.max {
-            return Err(InvokeError::Refused(format!(
-                "reply larger than max_reply ({} bytes)",
-                self.max
-            )));
-        }
-        if self.first.is_none() && self.rest.is_empty() {
-            self.first = Some(chunk);
-            return Ok(());
-        }
-        if let Some(first) = self.first.take() {
-            self.rest.extend_from_slice(&first);
-        }
-        self.rest.extend_from_slice(&chunk);
-        Ok(())
-    }
-
-    fn finish(self) -> Bytes {
-        self.first.unwrap_or_else(|| self.rest.freeze())
-    }
+/// The `http::Uri` of a function's URL.
+fn uri_of(url: &reqwest::Url) -> Result<http::Uri, BoxError> {
+    Ok(url.as_str().parse::<http::Uri>()?)
 }
 
 /// `Retry-After`: seconds, or an HTTP date.
@@ -618,28 +546,6 @@ pub fn decode_answer_for_fuzzing(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn reply_in_one_chunk_is_kept_and_several_are_joined_up_to_the_limit() {
-        let one = Bytes::from_static(b"hello");
-        let mut b = Limited::new(5);
-        b.push(one.clone()).unwrap();
-        let kept = b.finish();
-        assert_eq!(kept, one);
-        assert_eq!(kept.as_ptr(), one.as_ptr(), "one chunk is not copied");
-
-        let mut b = Limited::new(10);
-        for c in [&b"ab"[..], b"", b"cde", b"f"] {
-            b.push(Bytes::copy_from_slice(c)).unwrap();
-        }
-        assert_eq!(&b.finish()[..], b"abcdef");
-
-        let mut b = Limited::new(4);
-        b.push(Bytes::from_static(b"abc")).unwrap();
-        let err = b.push(Bytes::from_static(b"de")).unwrap_err();
-        assert!(matches!(err, InvokeError::Refused(_)), "{err}");
-        assert_eq!(Limited::new(4).finish(), Bytes::new());
-    }
 
     #[test]
     fn azure_answer_routes_by_name() {

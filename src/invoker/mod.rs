@@ -8,6 +8,7 @@ mod call;
 pub use call::decode_answer_for_fuzzing;
 pub mod retry;
 pub mod supervisor;
+mod transport;
 
 pub use call::{FunctionCall, Target, Value};
 
