@@ -178,7 +178,7 @@ impl Broker {
                     .set("bootstrap.servers", KAFKA)
                     .set("acks", "all")
                     .set("enable.idempotence", "true")
-                    .set("linger.ms", "0")
+                    .set("linger.ms", "1")
                     .set("socket.nagle.disable", "true")
                     .create()
                     .expect("kafka producer"),
