@@ -9,6 +9,30 @@ pub mod trigger;
 pub use config::{RabbitMqOutputConfig, RabbitMqTriggerConfig};
 
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::uri::AMQPUri;
+use lapin::{Connection, ConnectionProperties};
+
+/// The largest AMQP frame switchyard asks the broker for, unless the URL sets `frame_max`.
+/// lapin gives every connection a send and a receive buffer of 32 frames each, so RabbitMQ's
+/// default of 128 KiB held 8 MiB per connection (three per pipeline: consume, publish,
+/// backlog); 16 KiB frames hold 1 MiB. A larger message travels in several frames, as AMQP
+/// intends.
+pub const FRAME_MAX: u32 = 16 * 1024;
+
+/// Connect to `url`, asking for frames of at most [`FRAME_MAX`] unless the URL says otherwise.
+pub(crate) async fn connect(
+    url: &str,
+    properties: ConnectionProperties,
+) -> Result<Connection, lapin::Error> {
+    match url.parse::<AMQPUri>() {
+        Ok(mut uri) => {
+            uri.query.frame_max.get_or_insert(FRAME_MAX);
+            Connection::connect_uri(uri, properties).await
+        }
+        // lapin's own parse says why the URL is wrong.
+        Err(_) => Connection::connect(url, properties).await,
+    }
+}
 
 /// Connection errors without the URL (it may carry a password).
 pub(crate) fn describe(e: &lapin::Error) -> String {

@@ -42,7 +42,7 @@ impl RabbitMqOutput {
                 return Ok(ch.clone());
             }
         }
-        let conn = Connection::connect(self.config.url.expose(), ConnectionProperties::default())
+        let conn = crate::connect(self.config.url.expose(), ConnectionProperties::default())
             .await
             .map_err(connect_err)?;
         let ch = conn.create_channel().await.map_err(connect_err)?;

@@ -42,7 +42,7 @@ impl RabbitMqTriggerConfig {
     /// `switchyard validate --connect`: open a connection and look the queue up (passively:
     /// nothing is declared or consumed).
     pub async fn probe(&self) -> Result<String, String> {
-        let conn = Connection::connect(self.url.expose(), ConnectionProperties::default())
+        let conn = crate::connect(self.url.expose(), ConnectionProperties::default())
             .await
             .map_err(|e| describe(&e))?;
         let looked_up = async {
@@ -79,7 +79,7 @@ async fn connect(
     config: &RabbitMqTriggerConfig,
     pipeline: &str,
 ) -> Result<(Connection, Channel), lapin::Error> {
-    let conn = Connection::connect(
+    let conn = crate::connect(
         config.url.expose(),
         ConnectionProperties::default()
             .with_connection_name(format!("switchyard-{pipeline}").into()),
@@ -310,7 +310,7 @@ async fn report_backlog(config: RabbitMqTriggerConfig, cx: TriggerContext) {
         }
         if conn.as_ref().is_none_or(|(c, _)| !c.status().connected()) {
             conn = async {
-                let c = Connection::connect(config.url.expose(), ConnectionProperties::default())
+                let c = crate::connect(config.url.expose(), ConnectionProperties::default())
                     .await
                     .ok()?;
                 let ch = c.create_channel().await.ok()?;
