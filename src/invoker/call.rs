@@ -224,7 +224,11 @@ impl FunctionCall {
     }
 
     /// Send one attempt and decode the function's answer.
-    async fn send(&self, req: http::Request<Bytes>, inv: &Invocation) -> Result<Answer, InvokeError> {
+    async fn send(
+        &self,
+        req: http::Request<Bytes>,
+        inv: &Invocation,
+    ) -> Result<Answer, InvokeError> {
         let answered = self.transport.send(req, self.max_reply).await?;
         let (status, headers, body) = (answered.status, answered.headers, answered.body);
         tracing::Span::current().record("http.response.status_code", status.as_u16());

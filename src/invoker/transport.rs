@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::sync::Arc;
 use std::time::Duration;
 use switchyard_sdk::BoxError;
 
@@ -23,8 +24,8 @@ const IDLE: Duration = Duration::from_secs(60);
 /// The connection pool to one function.
 #[derive(Clone)]
 pub enum Transport {
-    /// `http://`: hyper's pool, nothing in between.
-    Plain(Client<HttpConnector, Full<Bytes>>),
+    /// `http://`: hyper's pool, nothing in between (shared: every call clones the transport).
+    Plain(Arc<Client<HttpConnector, Full<Bytes>>>),
     /// `https://`: reqwest (TLS, proxies).
     Tls(reqwest::Client),
 }
@@ -51,7 +52,7 @@ impl Transport {
                 .pool_idle_timeout(IDLE)
                 .pool_timer(TokioTimer::new())
                 .build(connector);
-            return Ok(Self::Plain(client));
+            return Ok(Self::Plain(Arc::new(client)));
         }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
@@ -129,7 +130,10 @@ where
     let mut limited = Limited::new(max);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| {
-            InvokeError::Connect(format!("reading the reply: {}", chain("connection error", &e)))
+            InvokeError::Connect(format!(
+                "reading the reply: {}",
+                chain("connection error", &e)
+            ))
         })?;
         if let Ok(data) = frame.into_data() {
             limited.push(data)?;

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::time::Instant;
 use switchyard_sdk::error::BuildError;
 use switchyard_sdk::event::sniff_json;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::health::HealthHandle;
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
+use tokio::time::Instant;
 
 impl NatsTriggerConfig {
     /// Build the trigger.
@@ -193,7 +193,7 @@ async fn run_jetstream(
             held += 1;
             let key = held;
             pending.fetch_add(1, Ordering::SeqCst);
-            if settle_tx.send(Settle::Hold(key, msg)).is_err() {
+            if settle_tx.send(Settle::Hold(key, Box::new(msg))).is_err() {
                 pending.fetch_sub(1, Ordering::SeqCst);
                 break 'consumer;
             }
@@ -272,8 +272,9 @@ async fn consumer(
 
 /// What the settling task of a JetStream consumer is told.
 enum Settle {
-    /// A message handed to the engine under this key.
-    Hold(u64, jetstream::Message),
+    /// A message handed to the engine under this key (boxed: a message is over 400 bytes,
+    /// which every slot of the channel would otherwise take).
+    Hold(u64, Box<jetstream::Message>),
     /// The engine's final status for the message of this key.
     Done(u64, EventStatus),
 }
@@ -288,7 +289,7 @@ async fn settle(
     pending: Arc<AtomicUsize>,
 ) {
     let every = (ack_wait / 3).max(Duration::from_millis(500));
-    let mut held: HashMap<u64, (jetstream::Message, Instant)> = HashMap::new();
+    let mut held: HashMap<u64, (Box<jetstream::Message>, Instant)> = HashMap::new();
     // Checked twice per `every`, so a message hears a progress mark at most 1.5 × `every`
     // (half of `ack_wait`) after the last one.
     let mut tick = tokio::time::interval(every / 2);
