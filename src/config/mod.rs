@@ -159,7 +159,8 @@ fn default_max_connections() -> usize {
 #[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
-    /// Base URL of the function. Required unless `command` is given.
+    /// Base URL of the function. Required unless `command` is given. An `http://` function
+    /// is called directly (no HTTP proxy); an `https://` one honours `HTTPS_PROXY`.
     #[serde(default)]
     pub url: Option<String>,
     /// Start and supervise this process (restarted with backoff if it dies). It gets its port
