@@ -161,6 +161,8 @@ fn default_max_connections() -> usize {
 pub struct FunctionConfig {
     /// Base URL of the function. Required unless `command` is given. An `http://` function
     /// is called directly (no HTTP proxy); an `https://` one honours `HTTPS_PROXY`.
+    /// `user:password@` in it is sent as Basic `Authorization` (a configured `Authorization`
+    /// header wins).
     #[serde(default)]
     pub url: Option<String>,
     /// Start and supervise this process (restarted with backoff if it dies). It gets its port

@@ -6,7 +6,9 @@ use crate::config::{Format, FunctionConfig};
 use base64::Engine;
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER};
+use reqwest::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, CONTENT_TYPE, RETRY_AFTER,
+};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -73,6 +75,12 @@ impl FunctionCall {
             let value = HeaderValue::from_str(v.expose())
                 .map_err(|_| format!("functions.{name}.headers.{k}: invalid header value"))?;
             headers.insert(HeaderName::from_bytes(k.as_bytes())?, value);
+        }
+        let mut base_url = base_url;
+        if let Some(auth) = take_credentials(&mut base_url) {
+            if !headers.contains_key(AUTHORIZATION) {
+                headers.insert(AUTHORIZATION, auth);
+            }
         }
         // Keep connections to the function open and reuse them.
         let transport = Transport::new(&base_url, cfg.concurrency)?;
@@ -251,6 +259,30 @@ impl FunctionCall {
             _ => decode_cloudevents(body, content_type, &headers),
         }
     }
+}
+
+/// Credentials in a function's URL (`http://user:pass@host`) as a Basic `Authorization`
+/// value, taken out of the URL so they travel in no request line and no log.
+fn take_credentials(url: &mut reqwest::Url) -> Option<HeaderValue> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    if url.username().is_empty() && url.password().is_none() {
+        return None;
+    }
+    let pair = format!(
+        "{}:{}",
+        decode(url.username()),
+        decode(url.password().unwrap_or(""))
+    );
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    let token = base64::engine::general_purpose::STANDARD.encode(pair);
+    let mut value = HeaderValue::from_str(&format!("Basic {token}")).ok()?;
+    value.set_sensitive(true);
+    Some(value)
 }
 
 /// The `http::Uri` of a function's URL.
@@ -550,6 +582,20 @@ pub fn decode_answer_for_fuzzing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_credentials_become_basic_auth_and_leave_the_url() {
+        let mut url: reqwest::Url = "http://fn%40user:p%3Ass@127.0.0.1:7071/api"
+            .parse()
+            .unwrap();
+        let auth = take_credentials(&mut url).expect("credentials");
+        assert_eq!(url.as_str(), "http://127.0.0.1:7071/api");
+        let token = base64::engine::general_purpose::STANDARD.encode("fn@user:p:ss");
+        assert_eq!(auth.to_str().unwrap(), format!("Basic {token}"));
+        assert!(auth.is_sensitive());
+        let mut plain: reqwest::Url = "http://127.0.0.1:7071/".parse().unwrap();
+        assert!(take_credentials(&mut plain).is_none());
+    }
 
     #[test]
     fn azure_answer_routes_by_name() {
