@@ -30,6 +30,7 @@ use procs::{cpu_of, free_port, mem_mib, own_cpu_seconds, pid_on_port, wait_port,
 use report::{Latency, Row, Scenario, PEER, RAW, RUNNERS, SWITCHYARD};
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// In-flight calls to the function, for switchyard, the peer and the hand-written bridge alike.
@@ -379,7 +380,22 @@ async fn call_function(b: &Bench, url: &str, n: usize) -> f64 {
 }
 
 /// Open loop against an HTTP endpoint: `rate` requests per second for `secs`; each latency in µs.
-async fn open_loop_http(b: &Bench, url: &str, rate: f64, secs: f64) -> Vec<u64> {
+/// Connections the open-loop http load keeps at most: enough for any backlog the runners
+/// build at 50% and 80% load, few enough that the loader never runs out of local ports.
+const OPEN_LOOP_CONNECTIONS: usize = 256;
+
+/// Send `rate` requests per second for `secs` to `url`; the microseconds from each request's
+/// scheduled time to its answer. At most [`OPEN_LOOP_CONNECTIONS`] are in flight, all on kept
+/// connections; a request that waits for one still counts from its scheduled time, so a
+/// runner that falls behind shows it in its percentiles (no coordinated omission).
+async fn open_loop_http(url: &str, rate: f64, secs: f64) -> Vec<u64> {
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(OPEN_LOOP_CONNECTIONS)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .expect("http client");
+    let slots = Arc::new(tokio::sync::Semaphore::new(OPEN_LOOP_CONNECTIONS));
     let n = (rate * secs) as usize;
     let started = Instant::now();
     let mut calls = FuturesUnordered::new();
@@ -392,21 +408,22 @@ async fn open_loop_http(b: &Bench, url: &str, rate: f64, secs: f64) -> Vec<u64> 
                 Some(us) = calls.next(), if !calls.is_empty() => out.push(us),
             }
         }
-        let req = b
-            .client
+        let req = client
             .post(url)
             .header("content-type", "application/json")
             .body(payload(i));
+        let slots = slots.clone();
+        let scheduled = started + due;
         calls.push(async move {
-            let t = Instant::now();
-            // Past saturation, open-loop load runs out of sockets: a failed request counts as
-            // the slowest possible answer (it shows in p99), not as a crash of the run.
+            let _slot = slots.acquire_owned().await.expect("semaphore open");
+            // A failed request counts as the slowest possible answer (it shows in p99), not as
+            // a crash of the run.
             let ok = match req.send().await {
                 Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
                 Err(_) => false,
             };
             if ok {
-                t.elapsed().as_micros() as u64
+                scheduled.elapsed().as_micros() as u64
             } else {
                 u64::MAX / 1000
             }
@@ -593,14 +610,14 @@ async fn http_scenario(b: &Bench) -> Scenario {
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
     for share in [0.5, 0.8] {
         let rate = max * share;
-        let direct = open_loop_http(b, &b.echo_url, rate, b.latency_secs).await;
+        let direct = open_loop_http(&b.echo_url, rate, b.latency_secs).await;
         s.latency.push(Latency::from(RAW, share, rate, direct));
         for (name, url, _) in &runners {
             let l = Latency::from(
                 name,
                 share,
                 rate,
-                open_loop_http(b, url, rate, b.latency_secs).await,
+                open_loop_http(url, rate, b.latency_secs).await,
             );
             println!(
                 "{name} at {:.0}%: p50 {:.2} ms p99 {:.2} ms",
