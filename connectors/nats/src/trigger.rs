@@ -5,8 +5,6 @@ use async_nats::jetstream::consumer::{pull, AckPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 use switchyard_sdk::error::BuildError;
 use switchyard_sdk::event::sniff_json;
@@ -125,10 +123,9 @@ async fn run_jetstream(
     cx: TriggerContext,
 ) -> Result<(), BoxError> {
     let js = jetstream::new(client);
-    let pending = Arc::new(AtomicUsize::new(0));
     let (settle_tx, settle_rx) = tokio::sync::mpsc::unbounded_channel();
-    let settling = tokio::spawn(settle(settle_rx, js_cfg.ack_wait.get(), pending.clone()));
-    let mut held: u64 = 0;
+    let settling = tokio::spawn(settle(settle_rx, js_cfg.ack_wait.get()));
+    let mut next_key: u64 = 0;
     let mut backoff = Duration::from_millis(200);
     let mut backlog_started = false;
     'consumer: loop {
@@ -190,11 +187,9 @@ async fn run_jetstream(
             event.set_extension("natsdelivered", delivered.to_string());
             // The settling task holds the message (and keeps a long call alive) until the
             // engine resolves the ack; the message is handed over before the event is.
-            held += 1;
-            let key = held;
-            pending.fetch_add(1, Ordering::SeqCst);
+            next_key += 1;
+            let key = next_key;
             if settle_tx.send(Settle::Hold(key, Box::new(msg))).is_err() {
-                pending.fetch_sub(1, Ordering::SeqCst);
                 break 'consumer;
             }
             let done = settle_tx.clone();
@@ -206,9 +201,8 @@ async fn run_jetstream(
             }
         }
     }
-    while pending.load(Ordering::SeqCst) > 0 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // Every ack holds a sender: the settling task ends once each handed-over message is
+    // settled (an ack dropped unresolved settles it as abandoned) and this last sender is gone.
     drop(settle_tx);
     let _ = settling.await;
     tracing::info!(pipeline = %cx.pipeline, "jetstream consumer closed");
@@ -282,12 +276,9 @@ enum Settle {
 /// Settle every message of one consumer from one task (not a task and a timer per
 /// message): hold each message until its status arrives, tell the server every third of
 /// `ack_wait` that the messages still held are being worked on (long calls), then
-/// acknowledge each one by its status. Ends when every sender is gone.
-async fn settle(
-    mut rx: tokio::sync::mpsc::UnboundedReceiver<Settle>,
-    ack_wait: Duration,
-    pending: Arc<AtomicUsize>,
-) {
+/// acknowledge each one by its status. Ends when every sender is gone, that is when the
+/// trigger has stopped and every ack is resolved.
+async fn settle(mut rx: tokio::sync::mpsc::UnboundedReceiver<Settle>, ack_wait: Duration) {
     let every = (ack_wait / 3).max(Duration::from_millis(500));
     let mut held: HashMap<u64, (Box<jetstream::Message>, Instant)> = HashMap::new();
     // Checked twice per `every`, so a message hears a progress mark at most 1.5 × `every`
@@ -305,7 +296,6 @@ async fn settle(
                         if let Err(e) = msg.ack_with(ack_kind(&status)).await {
                             tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
                         }
-                        pending.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
                 None => return,
