@@ -11,7 +11,7 @@ use tokio::sync::OnceCell;
 /// Publishes values; connects on first use and reconnects by itself.
 pub struct NatsOutput {
     config: NatsOutputConfig,
-    client: OnceCell<Conn>,
+    conn: OnceCell<Conn>,
 }
 
 /// The connection, and the JetStream context on it (made once, not per write).
@@ -25,7 +25,7 @@ impl NatsOutputConfig {
     pub fn build(&self) -> Result<NatsOutput, BuildError> {
         Ok(NatsOutput {
             config: self.clone(),
-            client: OnceCell::new(),
+            conn: OnceCell::new(),
         })
     }
 }
@@ -37,8 +37,8 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> OutputError {
 }
 
 impl NatsOutput {
-    async fn client(&self) -> Result<&Conn, OutputError> {
-        self.client
+    async fn conn(&self) -> Result<&Conn, OutputError> {
+        self.conn
             .get_or_try_init(|| async {
                 let client = async_nats::ConnectOptions::new()
                     .name("switchyard-output")
@@ -55,7 +55,7 @@ impl NatsOutput {
 #[async_trait]
 impl Output for NatsOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
-        let conn = self.client().await?;
+        let conn = self.conn().await?;
         let subject = self.config.subject.render(record);
         let mut headers = HeaderMap::new();
         headers.insert("ce-specversion", "1.0");
@@ -107,6 +107,6 @@ impl Output for NatsOutput {
     }
 
     async fn healthcheck(&self) -> Result<(), OutputError> {
-        self.client().await.map(|_| ())
+        self.conn().await.map(|_| ())
     }
 }
