@@ -132,49 +132,62 @@ impl Delivery {
         let has_return = self.outputs.iter().any(|o| o.name == "$return");
         let mut writes = Vec::new();
         for (i, value) in answer.values.iter().enumerate() {
-            let record = self.record_for(value, events, i, answer.values.len());
-            for out in &self.outputs {
-                let hit = match &value.target {
+            let targets: Vec<&NamedOutput> = self
+                .outputs
+                .iter()
+                .filter(|out| match &value.target {
                     Target::All => true,
                     Target::Named(n) => *n == out.name,
                     Target::Return => !has_return || out.name == "$return",
-                };
-                if hit {
-                    let mut record = record.clone();
-                    let span = otel::output(&out.name);
-                    if let Some(tp) = otel::traceparent(&span) {
-                        record.extensions.insert("traceparent".into(), tp);
-                    }
-                    writes.push(
-                        async move {
-                            self.write_with_retry(&out.name, out.output.as_ref(), &record)
-                                .await
-                                .map_err(|(e, attempts)| Failure {
-                                    message: format!("output {}: {e}", out.name),
-                                    code: e.code(),
-                                    attempts,
-                                })
-                        }
-                        .instrument(span),
-                    );
-                }
+                })
+                .collect();
+            let Some((last, rest)) = targets.split_last() else {
+                continue;
+            };
+            // The record is built once; only a value for several outputs is copied.
+            let record = self.record_for(value, events, i, answer.values.len());
+            for out in rest {
+                writes.push(self.write_one(out, record.clone()));
             }
+            writes.push(self.write_one(last, record));
         }
         join_all(writes).await.into_iter().collect()
+    }
+
+    /// Write one record to one output, in that output's span.
+    fn write_one<'a>(
+        &'a self,
+        out: &'a NamedOutput,
+        mut record: Record,
+    ) -> impl std::future::Future<Output = Result<(), Failure>> + 'a {
+        let span = otel::output(&out.name);
+        if let Some(tp) = otel::traceparent(&span) {
+            record.extensions.insert("traceparent".into(), tp);
+        }
+        async move {
+            self.write_with_retry(&out.name, out.output.as_ref(), &record)
+                .await
+                .map_err(|(e, attempts)| Failure {
+                    message: format!("output {}: {e}", out.name),
+                    code: e.code(),
+                    attempts,
+                })
+        }
+        .instrument(span)
     }
 
     fn record_for(&self, value: &Value, events: &[Event], i: usize, n: usize) -> Record {
         // A batch answered value by value maps each value to its event; otherwise the first
         // event's attributes stand for the invocation.
-        let (event, id) = if n == events.len() {
-            (&events[i], events[i].id.clone())
-        } else if n > 1 {
-            (&events[0], format!("{}-{i}", events[0].id))
+        let event = if n == events.len() {
+            &events[i]
         } else {
-            (&events[0], events[0].id.clone())
+            &events[0]
         };
         let mut r = Record::answering(&self.pipeline, event, value.data.clone());
-        r.id = id;
+        if n != events.len() && n > 1 {
+            r.id = format!("{}-{i}", events[0].id);
+        }
         r.content_type = value.content_type.clone();
         if let Some(t) = &value.ty {
             r.ty = t.clone();

@@ -138,6 +138,11 @@ pub async fn run_dispatcher(
     let mut open = true;
     let in_flight = metrics::gauge!(telemetry::EVENTS_IN_FLIGHT, "pipeline" => pipeline.clone());
     let received = metrics::counter!(telemetry::EVENTS_RECEIVED, "pipeline" => pipeline.clone(), "trigger" => trigger);
+    // Made once: a new `cancelled()` per turn of the loop registered a waiter every time.
+    let cancelled = drain.cancelled();
+    tokio::pin!(cancelled);
+    // Events taken from the channel per turn: everything waiting, up to the in-flight bound.
+    let mut arrived = Vec::new();
     loop {
         while running.len() < st.limits.max_jobs {
             let Some((lane, job)) = st.ready.pop_front() else {
@@ -156,28 +161,36 @@ pub async fn run_dispatcher(
         }
         let deadline = st.next_deadline();
         tokio::select! {
-            Some(done) = running.join_next(), if !running.is_empty() => match done {
-                Ok((lane, n)) => st.finished(lane, n),
-                Err(e) => {
-                    // A delivery panicked: its acks were dropped (abandoned). This is a bug;
-                    // stop rather than lose track of what is held.
-                    tracing::error!(pipeline = %pipeline, error = %e, "delivery task failed; stopping the pipeline");
-                    return;
+            Some(done) = running.join_next(), if !running.is_empty() => {
+                // Every delivery that has finished by now, not one per turn of the loop.
+                let mut done = Some(done);
+                while let Some(d) = done {
+                    match d {
+                        Ok((lane, n)) => st.finished(lane, n),
+                        Err(e) => {
+                            // A delivery panicked: its acks were dropped (abandoned). This is
+                            // a bug; stop rather than lose track of what is held.
+                            tracing::error!(pipeline = %pipeline, error = %e, "delivery task failed; stopping the pipeline");
+                            return;
+                        }
+                    }
+                    done = running.try_join_next();
                 }
             },
-            msg = rx.recv(), if open && st.held < st.limits.max_in_flight => match msg {
-                Some(ev) => {
-                    received.increment(1);
-                    st.held += 1;
-                    st.add(ev);
-                }
-                None => {
+            n = rx.recv_many(&mut arrived, st.limits.max_in_flight - st.held), if open && st.held < st.limits.max_in_flight => {
+                if n == 0 {
                     open = false;
                     st.flush_due(true);
+                } else {
+                    received.increment(n as u64);
+                    st.held += n;
+                    for ev in arrived.drain(..) {
+                        st.add(ev);
+                    }
                 }
             },
             _ = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => st.flush_due(false),
-            _ = drain.cancelled(), if open && !rx.is_closed() => {
+            _ = &mut cancelled, if open && !rx.is_closed() => {
                 // Refuse new sends; what is already in the channel is still received.
                 rx.close();
             }

@@ -55,9 +55,13 @@ impl Value {
     }
 }
 
-/// The HTTP call service.
+/// The HTTP call service. The tower stack clones it several times per call, so its
+/// configuration is shared, not copied (the URL alone was three allocations per event).
 #[derive(Clone)]
-pub struct FunctionCall {
+pub struct FunctionCall(Arc<CallConfig>);
+
+/// What every call of one function shares.
+pub struct CallConfig {
     name: Arc<str>,
     transport: Transport,
     base_url: reqwest::Url,
@@ -65,6 +69,14 @@ pub struct FunctionCall {
     format: Format,
     headers: HeaderMap,
     max_reply: usize,
+}
+
+impl std::ops::Deref for FunctionCall {
+    type Target = CallConfig;
+
+    fn deref(&self) -> &CallConfig {
+        &self.0
+    }
 }
 
 impl FunctionCall {
@@ -85,7 +97,7 @@ impl FunctionCall {
         // Keep connections to the function open and reuse them.
         let transport = Transport::new(&base_url, cfg.concurrency)?;
         let base_uri = uri_of(&base_url)?;
-        Ok(Self {
+        Ok(Self(Arc::new(CallConfig {
             name: Arc::from(name),
             transport,
             base_url,
@@ -93,7 +105,7 @@ impl FunctionCall {
             format: cfg.format,
             headers,
             max_reply: cfg.max_reply.as_usize(),
-        })
+        })))
     }
 }
 

@@ -2,7 +2,7 @@
 //! `Nats-Msg-Id` header so JetStream deduplicates a repeated write.
 
 use crate::config::NatsOutputConfig;
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, HeaderName};
 use async_trait::async_trait;
 use switchyard_sdk::error::{BuildError, OutputError};
 use switchyard_sdk::{Output, Record};
@@ -57,31 +57,32 @@ impl Output for NatsOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
         let conn = self.conn().await?;
         let subject = self.config.subject.render(record);
+        // Static names and owned values where there are some: async-nats copies a borrowed
+        // name or value into a new allocation of its own.
         let mut headers = HeaderMap::new();
-        headers.insert("ce-specversion", "1.0");
-        headers.insert("ce-id", record.id.as_str());
-        headers.insert("ce-source", record.source.as_str());
-        headers.insert("ce-type", record.ty.as_str());
+        headers.insert(HeaderName::from_static("ce-specversion"), "1.0");
+        headers.insert(HeaderName::from_static("ce-id"), record.id.as_str());
+        headers.insert(HeaderName::from_static("ce-source"), record.source.as_str());
+        headers.insert(HeaderName::from_static("ce-type"), record.ty.as_str());
         headers.insert(
-            "ce-time",
+            HeaderName::from_static("ce-time"),
             record
                 .time
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                .as_str(),
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
         );
         if let Some(s) = &record.subject {
-            headers.insert("ce-subject", s.as_str());
+            headers.insert(HeaderName::from_static("ce-subject"), s.as_str());
         }
         for (k, v) in &record.extensions {
-            headers.insert(format!("ce-{k}").as_str(), v.as_str());
+            headers.insert(format!("ce-{k}"), v.as_str());
         }
         if let Some(ct) = &record.content_type {
-            headers.insert("Content-Type", ct.as_str());
+            headers.insert(HeaderName::from_static("Content-Type"), ct.as_str());
         }
         let timeout = self.config.timeout.get();
         let work = async {
             if self.config.jetstream {
-                headers.insert("Nats-Msg-Id", record.id.as_str());
+                headers.insert(HeaderName::from_static("Nats-Msg-Id"), record.id.as_str());
                 conn.js
                     .publish_with_headers(subject, headers, record.data.clone())
                     .await

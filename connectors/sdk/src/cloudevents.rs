@@ -9,18 +9,45 @@ use chrono::SecondsFormat;
 /// The CloudEvents spec version switchyard speaks.
 pub const SPEC_VERSION: &str = "1.0";
 
+/// Whether a byte stays as it is in a percent-encoded header value.
+fn is_plain(b: u8) -> bool {
+    (0x20..=0x7e).contains(&b) && b != b'"' && b != b'%'
+}
+
 /// Percent-encode a header value as the CloudEvents HTTP binding asks: every byte outside
 /// printable ASCII, plus `"` and `%`, becomes `%XX` of its UTF-8 encoding.
 pub fn encode_header_value(v: &str) -> String {
     let mut out = String::with_capacity(v.len());
     for b in v.bytes() {
-        if (0x20..=0x7e).contains(&b) && b != b'"' && b != b'%' {
+        if is_plain(b) {
             out.push(b as char);
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
     out
+}
+
+/// A percent-encoded header value. Most values need no encoding and are copied once.
+fn header_value(s: &str) -> HeaderValue {
+    if s.bytes().all(is_plain) {
+        HeaderValue::from_str(s).expect("printable ASCII is a valid header value")
+    } else {
+        // Percent-encoding leaves only visible ASCII, which is always a valid header value.
+        HeaderValue::try_from(encode_header_value(s)).expect("percent-encoded header value")
+    }
+}
+
+/// `ce-{name}` as a header name, built without a temporary string.
+fn extension_header(name: &str) -> Option<HeaderName> {
+    let mut buf = [0u8; 64];
+    let n = 3 + name.len();
+    if n > buf.len() {
+        return HeaderName::try_from(format!("ce-{name}")).ok();
+    }
+    buf[..3].copy_from_slice(b"ce-");
+    buf[3..n].copy_from_slice(name.as_bytes());
+    HeaderName::from_bytes(&buf[..n]).ok()
 }
 
 /// The attributes of an event as (name, value) pairs, without data: the required ones, then
@@ -50,31 +77,32 @@ pub fn attributes(event: &Event) -> Vec<(String, String)> {
 /// An extension whose name is not a valid header name is left out; `Event::set_extension` only
 /// makes valid ones (the `cloudevents` fuzz target checks that none is ever left out).
 pub fn binary_headers(event: &Event) -> HeaderMap {
-    fn value(s: &str) -> HeaderValue {
-        // Percent-encoding leaves only visible ASCII, which is always a valid header value.
-        HeaderValue::try_from(encode_header_value(s)).expect("percent-encoded header value")
-    }
     let mut h = HeaderMap::with_capacity(8 + event.extensions.len());
     h.insert(
         HeaderName::from_static("ce-specversion"),
         HeaderValue::from_static(SPEC_VERSION),
     );
-    h.insert(HeaderName::from_static("ce-id"), value(&event.id));
-    h.insert(HeaderName::from_static("ce-source"), value(&event.source));
-    h.insert(HeaderName::from_static("ce-type"), value(&event.ty));
+    h.insert(HeaderName::from_static("ce-id"), header_value(&event.id));
+    h.insert(
+        HeaderName::from_static("ce-source"),
+        header_value(&event.source),
+    );
+    h.insert(HeaderName::from_static("ce-type"), header_value(&event.ty));
+    // RFC 3339 is plain ASCII: the formatted string becomes the value as it is.
+    let time = event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true);
     h.insert(
         HeaderName::from_static("ce-time"),
-        value(&event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true)),
+        HeaderValue::try_from(time).expect("an RFC 3339 time is a valid header value"),
     );
     if let Some(s) = &event.subject {
-        h.insert(HeaderName::from_static("ce-subject"), value(s));
+        h.insert(HeaderName::from_static("ce-subject"), header_value(s));
     }
     for (k, v) in &event.extensions {
-        if let Ok(name) = HeaderName::try_from(format!("ce-{k}")) {
-            h.insert(name, value(v));
+        if let Some(name) = extension_header(k) {
+            h.insert(name, header_value(v));
         }
     }
-    h.insert(CONTENT_TYPE, value(event.content_type_or_default()));
+    h.insert(CONTENT_TYPE, header_value(event.content_type_or_default()));
     h
 }
 
@@ -174,5 +202,31 @@ mod tests {
         let mut bad = to_json(&e);
         bad["Bad_Name"] = "x".into();
         assert_eq!(validate_json(&bad).len(), 1);
+    }
+
+    #[test]
+    fn binary_headers_carry_every_attribute_encoded() {
+        let mut e = Event::new("id-1", "switchyard/p/nats/s", "t.x")
+            .with_data(&b"x"[..], Some("text/plain".into()));
+        e.subject = Some("caf\u{e9} \"q\"".into());
+        e.set_extension("partitionkey", "k1");
+        let long = "a".repeat(70);
+        e.set_extension(&long, "v");
+        let h = binary_headers(&e);
+        assert_eq!(h["ce-specversion"], "1.0");
+        assert_eq!(h["ce-id"], "id-1");
+        assert_eq!(h["ce-source"], "switchyard/p/nats/s");
+        assert_eq!(h["ce-type"], "t.x");
+        assert_eq!(h["ce-subject"], "caf%C3%A9 %22q%22");
+        assert_eq!(h["ce-partitionkey"], "k1");
+        assert_eq!(h[format!("ce-{long}").as_str()], "v");
+        assert_eq!(h["content-type"], "text/plain");
+        let time = h["ce-time"].to_str().unwrap();
+        assert_eq!(
+            chrono::DateTime::parse_from_rfc3339(time).unwrap(),
+            e.time,
+            "{time}"
+        );
+        assert_eq!(h.len(), 9);
     }
 }

@@ -56,7 +56,13 @@ impl Event {
 
     /// The `source` attribute for a pipeline, trigger type and entity.
     pub fn source_for(pipeline: &str, trigger: &str, entity: &str) -> String {
-        format!("switchyard/{pipeline}/{trigger}/{entity}")
+        // Built per event: one allocation of the exact size, no formatting machinery.
+        let parts = ["switchyard/", pipeline, "/", trigger, "/", entity];
+        let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+        for p in parts {
+            s.push_str(p);
+        }
+        s
     }
 
     /// Set the data and its content type.
@@ -80,11 +86,19 @@ impl Event {
     /// (lower-case ASCII letters and digits); the value loses control characters. Returns the
     /// name used, or `None` when nothing valid was left of the name.
     pub fn set_extension(&mut self, name: &str, value: impl Into<String>) -> Option<String> {
-        let name = extension_name(name)?;
+        // Names and values are almost always valid already: then they are not rebuilt.
+        let name = if is_valid_attribute_name(name) {
+            name.to_string()
+        } else {
+            extension_name(name)?
+        };
         if RESERVED.contains(&name.as_str()) {
             return None;
         }
-        let value: String = value.into().chars().filter(|c| !c.is_control()).collect();
+        let mut value: String = value.into();
+        if value.chars().any(char::is_control) {
+            value = value.chars().filter(|c| !c.is_control()).collect();
+        }
         self.extensions.insert(name.clone(), value);
         Some(name)
     }
@@ -124,13 +138,11 @@ pub fn is_valid_attribute_name(name: &str) -> bool {
 
 /// Whether a media type is JSON (`application/json`, `text/json`, `*/*+json`).
 pub fn is_json_media_type(ct: &str) -> bool {
-    let essence = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
+    // Compared without lower-casing a copy: this runs for every event.
+    let essence = ct.split(';').next().unwrap_or("").trim().as_bytes();
+    essence.eq_ignore_ascii_case(b"application/json")
+        || essence.eq_ignore_ascii_case(b"text/json")
+        || (essence.len() >= 5 && essence[essence.len() - 5..].eq_ignore_ascii_case(b"+json"))
 }
 
 /// `application/json` when data with no declared type is a JSON object or array, else `None`
@@ -176,6 +188,15 @@ mod tests {
         );
         e.set_extension("bad", "line\r\nbreak");
         assert_eq!(e.extensions["bad"], "linebreak");
+        assert_eq!(
+            e.set_extension("natsdelivered", "2").as_deref(),
+            Some("natsdelivered")
+        );
+        assert_eq!(e.extensions["natsdelivered"], "2");
+        assert_eq!(
+            Event::source_for("p", "nats", "orders"),
+            "switchyard/p/nats/orders"
+        );
         assert!(is_valid_attribute_name("kafkaoffset"));
         assert!(!is_valid_attribute_name("kafka_offset"));
     }
@@ -185,5 +206,9 @@ mod tests {
         assert!(is_json_media_type("application/json; charset=utf-8"));
         assert!(is_json_media_type("application/cloudevents+json"));
         assert!(!is_json_media_type("text/plain"));
+        assert!(is_json_media_type(" Application/JSON "));
+        assert!(is_json_media_type("application/VND.x+Json;v=1"));
+        assert!(!is_json_media_type("json"));
+        assert!(!is_json_media_type("application/jsonx"));
     }
 }
