@@ -19,8 +19,8 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin switchyard \
- && cp target/release/switchyard /usr/local/bin/switchyard
+    cargo build --profile production --locked --bin switchyard \
+ && cp target/production/switchyard /usr/local/bin/switchyard
 
 FROM debian:bookworm-slim
 # The binary's shared libraries beyond libc: OpenSSL 3 and zlib (librdkafka); CA roots for TLS.
