@@ -14,18 +14,17 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use std::sync::Arc;
 use std::time::Duration;
 use switchyard_sdk::BoxError;
 
 /// How long an idle connection to the function is kept.
 const IDLE: Duration = Duration::from_secs(60);
 
-/// The connection pool to one function.
-#[derive(Clone)]
+/// The connection pool to one function (held once, in the function's shared call config).
 pub enum Transport {
-    /// `http://`: hyper's pool, nothing in between (shared: every call clones the transport).
-    Plain(Arc<Client<HttpConnector, Full<Bytes>>>),
+    /// `http://`: hyper's pool, nothing in between (boxed: its client is over 300 bytes,
+    /// reqwest's one pointer).
+    Plain(Box<Client<HttpConnector, Full<Bytes>>>),
     /// `https://`: reqwest (TLS, proxies).
     Tls(reqwest::Client),
 }
@@ -52,7 +51,7 @@ impl Transport {
                 .pool_idle_timeout(IDLE)
                 .pool_timer(TokioTimer::new())
                 .build(connector);
-            return Ok(Self::Plain(Arc::new(client)));
+            return Ok(Self::Plain(Box::new(client)));
         }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
