@@ -52,13 +52,86 @@ fn now_ns() -> u64 {
         .as_nanos() as u64
 }
 
+/// A 1 KiB order event, different for every `i` and as compressible as real JSON events are
+/// (keys and words repeat, ids and amounts do not; lz4 takes a batch of them to about half).
+/// It used to be padding of one repeated letter, which any compressor shrinks fiftyfold and
+/// so flattered every runner that compresses.
 fn payload(i: usize) -> Vec<u8> {
+    const WORDS: [&str; 24] = [
+        "express",
+        "standard",
+        "gift",
+        "fragile",
+        "north",
+        "south",
+        "east",
+        "west",
+        "warehouse",
+        "return",
+        "priority",
+        "bulk",
+        "sample",
+        "retail",
+        "online",
+        "store",
+        "pickup",
+        "locker",
+        "weekday",
+        "evening",
+        "signed",
+        "tracked",
+        "insured",
+        "economy",
+    ];
+    let mut seed = (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ now_ns();
+    let mut next = move || {
+        // splitmix64
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
     // Nanoseconds since 1970 have 19 digits (until 2286), so the time sits at bytes 5..24.
-    let head = format!("{{\"t\":{},\"n\":{i},\"pad\":\"", now_ns());
-    let mut body = head.into_bytes();
-    body.resize(PAYLOAD - 2, b'x');
-    body.extend_from_slice(b"\"}");
-    body
+    let mut body = format!(
+        "{{\"t\":{},\"n\":{i},\"order\":\"{:016x}\",\"customer\":\"c-{:06}\",\"items\":[",
+        now_ns(),
+        next(),
+        next() % 1_000_000
+    );
+    let mut first = true;
+    while body.len() < PAYLOAD - 160 {
+        let r = next();
+        body.push_str(&format!(
+            "{}{{\"sku\":\"{:08x}\",\"qty\":{},\"price\":{}.{:02},\"tag\":\"{}\"}}",
+            if first { "" } else { "," },
+            r as u32,
+            (r >> 32) % 9 + 1,
+            (r >> 36) % 500,
+            (r >> 48) % 100,
+            WORDS[((r >> 56) % 24) as usize],
+        ));
+        first = false;
+    }
+    body.push_str("],\"note\":\"");
+    let mut bytes = body.into_bytes();
+    while bytes.len() < PAYLOAD - 2 {
+        let r = next();
+        let word = WORDS[(r % 24) as usize].as_bytes();
+        if bytes.len() + word.len() + 1 > PAYLOAD - 2 {
+            // Fill the rest with letters that do not repeat.
+            let mut r = next();
+            while bytes.len() < PAYLOAD - 2 {
+                bytes.push(b'a' + (r % 26) as u8);
+                r = r / 26 ^ next();
+            }
+            break;
+        }
+        bytes.extend_from_slice(word);
+        bytes.push(b' ');
+    }
+    bytes.extend_from_slice(b"\"}");
+    bytes
 }
 
 /// Microseconds since the body was published (it carries its publish time).
@@ -729,6 +802,8 @@ mod tests {
         assert_eq!(body.len(), PAYLOAD);
         let v: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
         assert_eq!(v["n"], 7);
+        assert!(v["items"].as_array().is_some_and(|a| a.len() > 10));
+        assert_ne!(payload(7), payload(8));
         let age = age_us(&body).expect("a publish time");
         assert!(age < 5_000_000, "age {age} µs");
         assert_eq!(age_us(b"{\"t\":not a number}"), None);
