@@ -123,7 +123,7 @@ fn payload(i: usize) -> Vec<u8> {
             let mut r = next();
             while bytes.len() < PAYLOAD - 2 {
                 bytes.push(b'a' + (r % 26) as u8);
-                r = r / 26 ^ next();
+                r = (r / 26) ^ next();
             }
             break;
         }
