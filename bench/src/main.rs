@@ -17,7 +17,9 @@
 //! `BENCH_GATEWAY` (the switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no
 //! peer), `BENCH_OUT` (results folder), `BENCH_KEEP` (set: keep the processes' logs),
 //! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`), `BENCH_GATEWAY_THREADS` (the
-//! gateway's runtime worker threads; default: one per core).
+//! gateway's runtime worker threads; default: one per core), `BENCH_ROUNDS` (end-to-end drains
+//! per runner, in turn and in a rotating order; the report gives each runner's median round and
+//! lists every round; default 3).
 
 mod brokers;
 mod procs;
@@ -157,6 +159,7 @@ struct Bench {
     client: reqwest::Client,
     messages: usize,
     latency_secs: f64,
+    rounds: usize,
 }
 
 impl Bench {
@@ -508,6 +511,72 @@ async fn open_loop_http(url: &str, rate: f64, secs: f64) -> Vec<u64> {
     out
 }
 
+/// `items` starting at the `round`th: each runner goes first in its turn, so none is always
+/// the one that meets a broker still busy with the previous drain.
+fn rotated<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
+    let k = round % items.len().max(1);
+    items[k..].iter().chain(&items[..k])
+}
+
+/// The end-to-end rows of every round, per runner.
+#[derive(Default)]
+struct Rounds {
+    rows: Vec<(String, Vec<Row>)>,
+    failed: Vec<String>,
+}
+
+impl Rounds {
+    fn add(&mut self, runner: &str, row: Row) {
+        match self.rows.iter_mut().find(|(n, _)| n == runner) {
+            Some((_, rows)) => rows.push(row),
+            None => self.rows.push((runner.to_string(), vec![row])),
+        }
+    }
+
+    /// A runner that could not start is not tried again (its note is written once).
+    fn fail(&mut self, runner: &str) {
+        self.failed.push(runner.to_string());
+    }
+
+    fn failed(&self, runner: &str) -> bool {
+        self.failed.iter().any(|n| n == runner)
+    }
+
+    /// Each runner's median round (by rate), in `order`; with more than one round, a note
+    /// lists every round's rate. A runner counts as complete only if every round was.
+    fn record(self, s: &mut Scenario, order: &[&str]) {
+        let mut listed = Vec::new();
+        for name in order {
+            let Some((_, rows)) = self.rows.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
+            let mut row = median(rows);
+            row.ok = rows.iter().all(|r| r.ok);
+            row.calls = rows.iter().map(|r| r.calls).min().unwrap_or(0);
+            if rows.len() > 1 {
+                let rates: Vec<String> = rows.iter().map(|r| format!("{:.0}", r.rate)).collect();
+                listed.push(format!("{name} {}", rates.join(" / ")));
+            }
+            s.run(name, row);
+        }
+        if !listed.is_empty() {
+            s.note(&format!(
+                "End to end: {} rounds, runners in a rotating order; each row is the runner's \
+                 median round. Every round's msg/s: {}.",
+                self.rows.iter().map(|(_, r)| r.len()).max().unwrap_or(0),
+                listed.join("; ")
+            ));
+        }
+    }
+}
+
+/// The row of the median rate (the lower middle of an even count).
+fn median(rows: &[Row]) -> Row {
+    let mut sorted: Vec<&Row> = rows.iter().collect();
+    sorted.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    sorted[(sorted.len() - 1) / 2].clone()
+}
+
 /// One broker scenario.
 async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     let broker = Broker::connect(kind).await;
@@ -547,35 +616,45 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
 
     // End to end from a backlog: switchyard, the hand-written bridge, the peer.
     let all = |pid: u32| vec![pid, broker_pid, b.echo_pid()];
-    for runner in RUNNERS {
-        let (input, output) = (unique("in"), unique("out"));
-        broker.create(&input).await;
-        broker.create(&output).await;
-        let p = broker.publisher(&input).await;
-        publish(&p, n, kind.window(), None).await;
-        let served0 = b.served().await;
-        let running = match start_runner(b, &broker, runner, &input, &output).await {
-            Ok(r) => r,
-            Err(why) => {
-                s.note(why);
+    let mut rounds = Rounds::default();
+    for round in 0..b.rounds {
+        for runner in rotated(&RUNNERS, round) {
+            if rounds.failed(runner) {
                 continue;
             }
-        };
-        let pid = running.pid();
-        let row = drain(&broker, &output, n, pid, &all(pid)).await;
-        drop(running);
-        let calls = b.served().await - served0;
-        let row = Row {
-            calls,
-            ok: calls >= n as u64,
-            ..row
-        };
-        println!(
-            "{runner}: {:.0}/s, {:.1} µs CPU/msg, {calls} calls",
-            row.rate, row.cpu_us
-        );
-        s.run(runner, row);
+            let (input, output) = (unique("in"), unique("out"));
+            broker.create(&input).await;
+            broker.create(&output).await;
+            let p = broker.publisher(&input).await;
+            publish(&p, n, kind.window(), None).await;
+            let served0 = b.served().await;
+            let running = match start_runner(b, &broker, runner, &input, &output).await {
+                Ok(r) => r,
+                Err(why) => {
+                    s.note(why);
+                    rounds.fail(runner);
+                    continue;
+                }
+            };
+            let pid = running.pid();
+            let row = drain(&broker, &output, n, pid, &all(pid)).await;
+            drop(running);
+            let calls = b.served().await - served0;
+            let row = Row {
+                calls,
+                ok: calls >= n as u64,
+                ..row
+            };
+            println!(
+                "{runner}: {:.0}/s, {:.1} µs CPU/msg, {calls} calls (round {})",
+                row.rate,
+                row.cpu_us,
+                round + 1
+            );
+            rounds.add(runner, row);
+        }
     }
+    rounds.record(&mut s, &RUNNERS);
 
     // Latency, open loop, at 50% and 80% of switchyard's maximum.
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
@@ -656,30 +735,40 @@ async fn http_scenario(b: &Bench) -> Scenario {
     } else {
         s.note("The peer was not run (BENCH_PEER unset).");
     }
-    for (name, url, p) in &runners {
-        let served0 = b.served().await;
-        let (own0, p0, all0) = (
-            own_cpu_seconds(),
-            cpu_of(&[p.pid()]),
-            cpu_of(&[p.pid(), b.echo_pid()]),
-        );
-        let secs = call_function(b, url, n).await;
-        let calls = b.served().await - served0;
-        let row = Row {
-            rate: n as f64 / secs,
-            cpu_us: (cpu_of(&[p.pid()]) - p0) / n as f64 * 1e6,
-            cpu_all_us: (own_cpu_seconds() - own0 + cpu_of(&[p.pid(), b.echo_pid()]) - all0)
-                / n as f64
-                * 1e6,
-            rss_peak: mem_mib(p.pid(), "VmHWM:"),
-            rss_end: mem_mib(p.pid(), "VmRSS:"),
-            rss_max: mem_mib(p.pid(), "VmHWM:"),
-            calls,
-            ok: calls >= n as u64,
-        };
-        println!("{name}: {:.0}/s, {:.1} µs CPU/msg", row.rate, row.cpu_us);
-        s.run(name, row);
+    let mut rounds = Rounds::default();
+    let names: Vec<&str> = runners.iter().map(|(name, _, _)| *name).collect();
+    for round in 0..b.rounds {
+        for (name, url, p) in rotated(&runners, round) {
+            let served0 = b.served().await;
+            let (own0, p0, all0) = (
+                own_cpu_seconds(),
+                cpu_of(&[p.pid()]),
+                cpu_of(&[p.pid(), b.echo_pid()]),
+            );
+            let secs = call_function(b, url, n).await;
+            let calls = b.served().await - served0;
+            let row = Row {
+                rate: n as f64 / secs,
+                cpu_us: (cpu_of(&[p.pid()]) - p0) / n as f64 * 1e6,
+                cpu_all_us: (own_cpu_seconds() - own0 + cpu_of(&[p.pid(), b.echo_pid()]) - all0)
+                    / n as f64
+                    * 1e6,
+                rss_peak: mem_mib(p.pid(), "VmHWM:"),
+                rss_end: mem_mib(p.pid(), "VmRSS:"),
+                rss_max: mem_mib(p.pid(), "VmHWM:"),
+                calls,
+                ok: calls >= n as u64,
+            };
+            println!(
+                "{name}: {:.0}/s, {:.1} µs CPU/msg (round {})",
+                row.rate,
+                row.cpu_us,
+                round + 1
+            );
+            rounds.add(name, row);
+        }
     }
+    rounds.record(&mut s, &names);
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
     for share in [0.5, 0.8] {
         let rate = max * share;
@@ -765,6 +854,7 @@ async fn main() {
             .expect("http client"),
         messages: env_or("BENCH_MESSAGES", 200_000),
         latency_secs: env_or("BENCH_LATENCY_SECS", 10.0),
+        rounds: env_or("BENCH_ROUNDS", 3).max(1),
     };
     let which = std::env::var("BENCH_SCENARIOS")
         .unwrap_or_else(|_| "kafka,rabbitmq,jetstream,azure,http".into());
@@ -795,6 +885,37 @@ async fn main() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(rate: f64, ok: bool) -> Row {
+        Row {
+            rate,
+            calls: 10,
+            ok,
+            ..Row::default()
+        }
+    }
+
+    #[test]
+    fn rounds_take_each_runners_median_and_rotate() {
+        let order: Vec<_> = rotated(&["a", "b", "c"], 1).copied().collect();
+        assert_eq!(order, ["b", "c", "a"]);
+        let order: Vec<_> = rotated(&["a", "b", "c"], 3).copied().collect();
+        assert_eq!(order, ["a", "b", "c"]);
+        let mut r = Rounds::default();
+        for rate in [30.0, 10.0, 20.0] {
+            r.add("b", row(rate * 2.0, true));
+            r.add("a", row(rate, rate != 10.0));
+        }
+        let mut s = Scenario::new("x", 10);
+        r.record(&mut s, &["a", "b"]);
+        assert_eq!(s.runs[0].0, "a");
+        assert_eq!(s.runs[0].1.rate, 20.0);
+        assert!(!s.runs[0].1.ok, "one failed round fails the runner");
+        assert_eq!(s.runs[1].1.rate, 40.0);
+        assert!(s.runs[1].1.ok);
+        assert!(s.notes[0].contains("a 30 / 10 / 20"), "{}", s.notes[0]);
+        assert_eq!(median(&[row(5.0, true), row(1.0, true)]).rate, 1.0);
+    }
 
     #[test]
     fn payload_is_one_kib_of_json_that_carries_its_publish_time() {
