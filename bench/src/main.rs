@@ -599,6 +599,7 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     let mut stream = broker.consume(&q).await;
     let row = measured(n, &[broker_pid], async { consume(&mut stream, n).await.0 }).await;
     drop(stream);
+    broker.remove(&q).await;
     println!("consume (acked): {:.0}/s", row.rate);
     s.hop("consume + acknowledge (no-op handler)", row);
     let fcalls = n.min(100_000);
@@ -633,12 +634,16 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
                 Err(why) => {
                     s.note(why);
                     rounds.fail(runner);
+                    broker.remove(&input).await;
+                    broker.remove(&output).await;
                     continue;
                 }
             };
             let pid = running.pid();
             let row = drain(&broker, &output, n, pid, &all(pid)).await;
             drop(running);
+            broker.remove(&input).await;
+            broker.remove(&output).await;
             let calls = b.served().await - served0;
             let row = Row {
                 calls,
@@ -664,6 +669,8 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
         broker.create(&input).await;
         broker.create(&output).await;
         let Ok(running) = start_runner(b, &broker, runner, &input, &output).await else {
+            broker.remove(&input).await;
+            broker.remove(&output).await;
             continue;
         };
         if runner == SWITCHYARD {
@@ -694,6 +701,9 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
             );
             s.latency.push(l);
         }
+        drop((out, p, running));
+        broker.remove(&input).await;
+        broker.remove(&output).await;
     }
     s
 }
