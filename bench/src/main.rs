@@ -541,7 +541,15 @@ struct Rounds {
 }
 
 impl Rounds {
-    fn add(&mut self, runner: &str, row: Row) {
+    /// Keep (and print) `runner`'s row of `round` (counted from 0).
+    fn add(&mut self, runner: &str, round: usize, row: Row) {
+        println!(
+            "{runner}: {:.0}/s, {:.1} µs CPU/msg, {} calls (round {})",
+            row.rate,
+            row.cpu_us,
+            row.calls,
+            round + 1
+        );
         match self.rows.iter_mut().find(|(n, _)| n == runner) {
             Some((_, rows)) => rows.push(row),
             None => self.rows.push((runner.to_string(), vec![row])),
@@ -665,13 +673,7 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
                 ok: calls >= n as u64,
                 ..row
             };
-            println!(
-                "{runner}: {:.0}/s, {:.1} µs CPU/msg, {calls} calls (round {})",
-                row.rate,
-                row.cpu_us,
-                round + 1
-            );
-            rounds.add(runner, row);
+            rounds.add(runner, round, row);
         }
     }
     rounds.record(&mut s, &RUNNERS);
@@ -784,13 +786,7 @@ async fn http_scenario(b: &Bench) -> Scenario {
                 calls,
                 ok: calls >= n as u64,
             };
-            println!(
-                "{name}: {:.0}/s, {:.1} µs CPU/msg (round {})",
-                row.rate,
-                row.cpu_us,
-                round + 1
-            );
-            rounds.add(name, row);
+            rounds.add(name, round, row);
         }
     }
     rounds.record(&mut s, &names);
@@ -928,8 +924,8 @@ mod tests {
         assert_eq!(order, ["a", "b", "c"]);
         let mut r = Rounds::default();
         for rate in [30.0, 10.0, 20.0] {
-            r.add("b", row(rate * 2.0, true));
-            r.add("a", row(rate, rate != 10.0));
+            r.add("b", 0, row(rate * 2.0, true));
+            r.add("a", 0, row(rate, rate != 10.0));
         }
         let mut s = Scenario::new("x", 10);
         r.record(&mut s, &["a", "b"]);
