@@ -107,6 +107,85 @@ pipelines:
     assert_eq!(distinct_and_duplicates(&got, "n").0, N);
 }
 
+/// A RabbitMQ `message_id` may hold a line break, which a NATS header cannot carry (async-nats
+/// panics on one): the JetStream output percent-encodes such a value, and every message goes
+/// through, each carrying its id.
+#[tokio::test]
+async fn an_id_with_a_line_break_reaches_jetstream_percent_encoded() {
+    use futures::StreamExt;
+    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+    use lapin::types::ShortString;
+    use lapin::BasicProperties;
+    let (input, stream) = (unique("in"), unique("JSID"));
+    rmq::declare(&input, FieldTable::default()).await;
+    common::nats::create_stream(&stream).await;
+    let (_c, ch) = rmq::channel().await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for n in 0..3 {
+        let id = if n == 2 {
+            "plain-2".to_string()
+        } else {
+            format!("m-{n}\r\nnext line")
+        };
+        ch.basic_publish(
+            ShortString::from(""),
+            ShortString::from(input.as_str()),
+            BasicPublishOptions::default(),
+            serde_json::json!({ "n": n }).to_string().as_bytes(),
+            BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(ShortString::from(id)),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let yaml = format!(
+        "{FUNCTION}
+pipelines:
+  r:
+    trigger: {{ type: rabbitmq, url: \"{}\", queue: {input} }}
+    function: f
+    outputs:
+      - {{ name: out, type: nats, url: \"{}\", subject: \"{stream}.results\", jetstream: true }}
+",
+        rmq::URL,
+        common::nats::URL
+    );
+    let _g = Gateway::start(&yaml).await;
+    let js = common::nats::js().await;
+    let consumer = js
+        .get_stream(&stream)
+        .await
+        .unwrap()
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut msgs = consumer.messages().await.unwrap();
+    let mut ids = std::collections::BTreeMap::new();
+    while ids.len() < 3 {
+        let m = match tokio::time::timeout(Duration::from_secs(30), msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            other => panic!("{} of 3 written, then {other:?}", ids.len()),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        let h = m.headers.as_ref().expect("ce-* headers");
+        let id = h.get("ce-id").unwrap().as_str().to_string();
+        assert_eq!(h.get("Nats-Msg-Id").unwrap().as_str(), id);
+        ids.insert(v["n"].as_u64().unwrap(), id);
+    }
+    assert_eq!(ids[&0], "m-0%0D%0Anext line");
+    assert_eq!(ids[&1], "m-1%0D%0Anext line");
+    assert_eq!(ids[&2], "plain-2");
+}
+
 #[tokio::test]
 async fn poison_messages_are_dead_lettered_or_terminated_and_the_rest_flows() {
     // With a dead letter.

@@ -471,7 +471,9 @@ impl Broker {
             )),
             Kind::JetStream => Some((
                 format!("{{ nats: {{ url: \"{NATS}\", subject: \"{input}.x\", stream: {input} }} }}"),
-                format!("{{ nats: {{ url: \"{NATS}\", subject: \"{output}.x\", stream: {output} }} }}"),
+                // Deduplicated like the gateway's JetStream output (its `Nats-Msg-Id`), as the
+                // Kafka route gives the peer an idempotent producer like the gateway's.
+                format!("{{ nats: {{ url: \"{NATS}\", subject: \"{output}.x\", stream: {output}, deduplicate: true }} }}"),
             )),
             Kind::AzureQueue => None,
         }

@@ -2,8 +2,9 @@
 //! `Nats-Msg-Id` header so JetStream deduplicates a repeated write.
 
 use crate::config::NatsOutputConfig;
-use async_nats::{HeaderMap, HeaderName};
+use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use async_trait::async_trait;
+use switchyard_sdk::cloudevents::encode_header_value;
 use switchyard_sdk::error::{BuildError, OutputError};
 use switchyard_sdk::{Output, Record};
 use tokio::sync::OnceCell;
@@ -52,37 +53,72 @@ impl NatsOutput {
     }
 }
 
+// The fixed header names, made once at compile time (`from_static` run at each write would
+// compare the name with every standard NATS header first).
+const CE_SPECVERSION: HeaderName = HeaderName::from_static("ce-specversion");
+const CE_ID: HeaderName = HeaderName::from_static("ce-id");
+const CE_SOURCE: HeaderName = HeaderName::from_static("ce-source");
+const CE_TYPE: HeaderName = HeaderName::from_static("ce-type");
+const CE_TIME: HeaderName = HeaderName::from_static("ce-time");
+const CE_SUBJECT: HeaderName = HeaderName::from_static("ce-subject");
+const CONTENT_TYPE: HeaderName = HeaderName::from_static("Content-Type");
+const NATS_MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
+
+/// A header value NATS can carry. The protocol cannot carry CR or LF (async-nats panics on
+/// one), and an id, key or subject from another broker may hold them: such a value is
+/// percent-encoded whole as the CloudEvents HTTP binding encodes (`%0A`, and `%25` for `%`),
+/// so a CloudEvents reader decodes it; any other value travels as it is.
+fn value(v: &str) -> HeaderValue {
+    if v.contains(['\r', '\n']) {
+        HeaderValue::from(encode_header_value(v))
+    } else {
+        HeaderValue::from(v)
+    }
+}
+
+/// The value's CloudEvent attributes as `ce-*` headers, its `Content-Type`, and with
+/// `msg_id` the event id as `Nats-Msg-Id`. An extension whose name NATS cannot carry is left
+/// out (the engine only makes lower-case alphanumeric names).
+fn headers(record: &Record, msg_id: bool) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(CE_SPECVERSION, "1.0");
+    h.insert(CE_ID, value(&record.id));
+    h.insert(CE_SOURCE, value(&record.source));
+    h.insert(CE_TYPE, value(&record.ty));
+    // RFC 3339 is plain ASCII: the formatted string becomes the value as it is.
+    h.insert(
+        CE_TIME,
+        record
+            .time
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    );
+    if let Some(s) = &record.subject {
+        h.insert(CE_SUBJECT, value(s));
+    }
+    for (k, v) in &record.extensions {
+        // The rule async-nats asserts on (visible ASCII, no `:`), checked first.
+        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            h.insert(format!("ce-{k}"), value(v));
+        }
+    }
+    if let Some(ct) = &record.content_type {
+        h.insert(CONTENT_TYPE, value(ct));
+    }
+    if msg_id {
+        h.insert(NATS_MSG_ID, value(&record.id));
+    }
+    h
+}
+
 #[async_trait]
 impl Output for NatsOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
         let conn = self.conn().await?;
         let subject = self.config.subject.render(record);
-        // Static names and owned values where there are some: async-nats copies a borrowed
-        // name or value into a new allocation of its own.
-        let mut headers = HeaderMap::new();
-        headers.insert(HeaderName::from_static("ce-specversion"), "1.0");
-        headers.insert(HeaderName::from_static("ce-id"), record.id.as_str());
-        headers.insert(HeaderName::from_static("ce-source"), record.source.as_str());
-        headers.insert(HeaderName::from_static("ce-type"), record.ty.as_str());
-        headers.insert(
-            HeaderName::from_static("ce-time"),
-            record
-                .time
-                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-        );
-        if let Some(s) = &record.subject {
-            headers.insert(HeaderName::from_static("ce-subject"), s.as_str());
-        }
-        for (k, v) in &record.extensions {
-            headers.insert(format!("ce-{k}"), v.as_str());
-        }
-        if let Some(ct) = &record.content_type {
-            headers.insert(HeaderName::from_static("Content-Type"), ct.as_str());
-        }
+        let headers = headers(record, self.config.jetstream && self.config.deduplicate);
         let timeout = self.config.timeout.get();
         let work = async {
             if self.config.jetstream {
-                headers.insert(HeaderName::from_static("Nats-Msg-Id"), record.id.as_str());
                 conn.js
                     .publish_with_headers(subject, headers, record.data.clone())
                     .await
@@ -109,5 +145,71 @@ impl Output for NatsOutput {
 
     async fn healthcheck(&self) -> Result<(), OutputError> {
         self.conn().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    fn record() -> Record {
+        let mut r = Record::new("p", Bytes::from_static(b"{}"));
+        r.id = "orders/7".into();
+        r.source = "switchyard/p/nats/orders".into();
+        r.ty = "switchyard.nats.message".into();
+        r.subject = Some("orders.new".into());
+        r.content_type = Some("application/json".into());
+        r.extensions.insert("partitionkey".into(), "k1".into());
+        r
+    }
+
+    fn get<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+        h.get(name).map(|v| v.as_str())
+    }
+
+    #[test]
+    fn every_attribute_travels_as_a_ce_header() {
+        let r = record();
+        let h = headers(&r, true);
+        assert_eq!(get(&h, "ce-specversion"), Some("1.0"));
+        assert_eq!(get(&h, "ce-id"), Some("orders/7"));
+        assert_eq!(get(&h, "ce-source"), Some("switchyard/p/nats/orders"));
+        assert_eq!(get(&h, "ce-type"), Some("switchyard.nats.message"));
+        assert_eq!(get(&h, "ce-subject"), Some("orders.new"));
+        assert_eq!(get(&h, "ce-partitionkey"), Some("k1"));
+        assert_eq!(get(&h, "Content-Type"), Some("application/json"));
+        assert_eq!(get(&h, "Nats-Msg-Id"), Some("orders/7"));
+        let time = get(&h, "ce-time").unwrap();
+        assert_eq!(
+            chrono::DateTime::parse_from_rfc3339(time).unwrap(),
+            r.time
+                .with_timezone(&chrono::FixedOffset::east_opt(0).unwrap())
+        );
+        assert_eq!(h.len(), 9);
+        assert!(headers(&r, false).get("Nats-Msg-Id").is_none());
+    }
+
+    #[test]
+    fn values_nats_cannot_carry_are_percent_encoded_not_a_panic() {
+        // A RabbitMQ message id, a Kafka key or a file name may hold a line break.
+        let mut r = record();
+        r.id = "a\r\nb%".into();
+        r.subject = Some("line\none".into());
+        r.content_type = Some("text/plain\n".into());
+        r.extensions.insert("note".into(), "x\ny".into());
+        r.extensions.insert("bad:name".into(), "v".into());
+        r.extensions.insert("bad name".into(), "v".into());
+        let h = headers(&r, true);
+        assert_eq!(get(&h, "ce-id"), Some("a%0D%0Ab%25"));
+        assert_eq!(get(&h, "Nats-Msg-Id"), Some("a%0D%0Ab%25"));
+        assert_eq!(get(&h, "ce-subject"), Some("line%0Aone"));
+        assert_eq!(get(&h, "Content-Type"), Some("text/plain%0A"));
+        assert_eq!(get(&h, "ce-note"), Some("x%0Ay"));
+        // Names NATS cannot carry are left out; everything else is there.
+        assert_eq!(h.len(), 10);
+        // A value without a line break is left as it is, `%` and non-ASCII included.
+        r.subject = Some("café 100%".into());
+        assert_eq!(get(&headers(&r, true), "ce-subject"), Some("café 100%"));
     }
 }
