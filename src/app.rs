@@ -28,7 +28,7 @@ use tower::ServiceExt;
 pub enum Exit {
     /// Drained after a signal.
     Clean,
-    /// A trigger failed for good.
+    /// A trigger failed for good, or a delivery task failed (a bug).
     Fatal,
 }
 
@@ -86,7 +86,7 @@ pub async fn run(loaded: Loaded, source: Option<Source>) -> Result<Exit, BoxErro
                 break Exit::Clean;
             }
             Some((name, error)) = fatal_rx.recv() => {
-                tracing::error!(pipeline = %name, error = %error, "trigger failed; stopping");
+                tracing::error!(pipeline = %name, error = %error, "pipeline failed; stopping");
                 break Exit::Fatal;
             }
             _ = hup.recv() => match &source {
@@ -500,7 +500,13 @@ impl Gateway {
                 }
             }
         });
-        let dispatcher = tokio::spawn(run_dispatcher(delivery, rx, limits, stop.child_token()));
+        let (fatal, pname) = (self.fatal.clone(), name.to_string());
+        let drain = stop.child_token();
+        let dispatcher = tokio::spawn(async move {
+            if let Err(e) = run_dispatcher(delivery, rx, limits, drain).await {
+                let _ = fatal.send((pname, e));
+            }
+        });
         tracing::info!(pipeline = %name, trigger = p.trigger.type_name(), function = %p.function, "pipeline started");
         Ok(RunningPipeline {
             stop,

@@ -115,13 +115,14 @@ impl State {
 }
 
 /// Run a pipeline's dispatcher until the trigger channel is closed and every held event is
-/// finished. `drain` closes the channel: nothing new is taken, what is held is finished.
+/// finished. `drain` closes the channel: nothing new is taken, what is held is finished. `Err`
+/// when a delivery task failed (a panic, a bug): the pipeline stops and the gateway exits.
 pub async fn run_dispatcher(
     delivery: Arc<Delivery>,
     mut rx: mpsc::Receiver<TriggerEvent>,
     limits: Limits,
     drain: CancellationToken,
-) {
+) -> Result<(), String> {
     let pipeline = delivery.pipeline.to_string();
     let trigger = delivery.trigger_type;
     let mut st = State {
@@ -157,7 +158,7 @@ pub async fn run_dispatcher(
         }
         in_flight.set(st.held as f64);
         if !open && st.held == 0 {
-            return;
+            return Ok(());
         }
         let deadline = st.next_deadline();
         tokio::select! {
@@ -169,9 +170,10 @@ pub async fn run_dispatcher(
                         Ok((lane, n)) => st.finished(lane, n),
                         Err(e) => {
                             // A delivery panicked: its acks were dropped (abandoned). This is
-                            // a bug; stop rather than lose track of what is held.
-                            tracing::error!(pipeline = %pipeline, error = %e, "delivery task failed; stopping the pipeline");
-                            return;
+                            // a bug; stop rather than lose track of what is held, and say so
+                            // to the gateway, which exits (a pipeline that silently stopped
+                            // would look alive to an orchestrator).
+                            return Err(format!("a delivery task failed: {e}"));
                         }
                     }
                     done = running.try_join_next();
@@ -286,7 +288,7 @@ mod tests {
             acks.push(r);
         }
         drop(tx);
-        task.await.unwrap();
+        task.await.unwrap().unwrap();
         let statuses = acks
             .into_iter()
             .map(|mut r| r.try_recv().unwrap())
@@ -310,6 +312,32 @@ mod tests {
             max_wait: Duration::ZERO,
             ordering,
         }
+    }
+
+    #[tokio::test]
+    async fn a_delivery_that_panics_stops_the_dispatcher_with_an_error() {
+        let seen = Arc::new(Mutex::new(Seen::default()));
+        // The test service parses each id as a number: "boom" panics inside its delivery.
+        let (d, _) = delivery(seen, |e| e.partition.clone().unwrap());
+        let (tx, rx) = mpsc::channel(4);
+        let task = tokio::spawn(run_dispatcher(
+            d,
+            rx,
+            limits(Ordering::None),
+            CancellationToken::new(),
+        ));
+        let mut e = event(1, "0", "k");
+        e.id = "boom".into();
+        let (ack, mut status) = Ack::channel();
+        tx.send(TriggerEvent::new(e, ack)).await.unwrap();
+        let err = tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the dispatcher returns")
+            .unwrap()
+            .unwrap_err();
+        assert!(err.contains("delivery task failed"), "{err}");
+        // The event is not lost: its dropped ack abandons it, so the broker delivers it again.
+        assert_eq!(status.try_recv().unwrap(), EventStatus::Abandoned);
     }
 
     #[tokio::test]
