@@ -96,9 +96,12 @@ fn headers(record: &Record, msg_id: bool) -> HeaderMap {
         h.insert(CE_SUBJECT, value(s));
     }
     for (k, v) in &record.extensions {
-        // The rule async-nats asserts on (visible ASCII, no `:`), checked first.
-        if !k.is_empty() && k.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
-            h.insert(format!("ce-{k}"), value(v));
+        if k.is_empty() {
+            continue;
+        }
+        // async-nats's own check of the name, which returns an error where `insert` panics.
+        if let Ok(name) = format!("ce-{k}").parse::<HeaderName>() {
+            h.insert(name, value(v));
         }
     }
     if let Some(ct) = &record.content_type {
