@@ -113,37 +113,23 @@ pipelines:
 #[tokio::test]
 async fn an_id_with_a_line_break_reaches_jetstream_percent_encoded() {
     use futures::StreamExt;
-    use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
     use lapin::types::ShortString;
-    use lapin::BasicProperties;
     let (input, stream) = (unique("in"), unique("JSID"));
     rmq::declare(&input, FieldTable::default()).await;
     common::nats::create_stream(&stream).await;
-    let (_c, ch) = rmq::channel().await;
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
-    for n in 0..3 {
-        let id = if n == 2 {
-            "plain-2".to_string()
-        } else {
-            format!("m-{n}\r\nnext line")
-        };
-        ch.basic_publish(
-            ShortString::from(""),
-            ShortString::from(input.as_str()),
-            BasicPublishOptions::default(),
-            serde_json::json!({ "n": n }).to_string().as_bytes(),
-            BasicProperties::default()
-                .with_delivery_mode(2)
-                .with_content_type(ShortString::from("application/json"))
-                .with_message_id(ShortString::from(id)),
-        )
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    }
+    rmq::publish_with(
+        &input,
+        (0..3).map(|n| {
+            let id = if n == 2 {
+                "plain-2".to_string()
+            } else {
+                format!("m-{n}\r\nnext line")
+            };
+            let props = rmq::json_properties().with_message_id(ShortString::from(id));
+            (serde_json::json!({ "n": n }), props)
+        }),
+    )
+    .await;
     let yaml = format!(
         "{FUNCTION}
 pipelines:
@@ -157,18 +143,7 @@ pipelines:
         common::nats::URL
     );
     let _g = Gateway::start(&yaml).await;
-    let js = common::nats::js().await;
-    let consumer = js
-        .get_stream(&stream)
-        .await
-        .unwrap()
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut msgs = consumer.messages().await.unwrap();
+    let mut msgs = common::nats::messages_from_start(&stream).await;
     let mut ids = std::collections::BTreeMap::new();
     while ids.len() < 3 {
         let m = match tokio::time::timeout(Duration::from_secs(30), msgs.next()).await {

@@ -56,12 +56,8 @@ pub async fn publish(subject: &str, values: impl IntoIterator<Item = serde_json:
     }
 }
 
-/// Read a stream from the start (an ephemeral consumer) until `until` says stop or the timeout.
-pub async fn read_stream(
-    name: &str,
-    timeout: Duration,
-    until: impl Fn(&[serde_json::Value]) -> bool,
-) -> Vec<serde_json::Value> {
+/// The messages of a stream from the start, headers and all (an ephemeral consumer, no acks).
+pub async fn messages_from_start(name: &str) -> pull::Stream {
     let js = js().await;
     let s = js.get_stream(name).await.unwrap();
     let consumer = s
@@ -71,7 +67,16 @@ pub async fn read_stream(
         })
         .await
         .unwrap();
-    let mut msgs = consumer.messages().await.unwrap();
+    consumer.messages().await.unwrap()
+}
+
+/// Read a stream from the start (an ephemeral consumer) until `until` says stop or the timeout.
+pub async fn read_stream(
+    name: &str,
+    timeout: Duration,
+    until: impl Fn(&[serde_json::Value]) -> bool,
+) -> Vec<serde_json::Value> {
+    let mut msgs = messages_from_start(name).await;
     let deadline = Instant::now() + timeout;
     let mut out = Vec::new();
     while !until(&out) && Instant::now() < deadline {

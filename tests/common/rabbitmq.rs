@@ -47,14 +47,30 @@ pub async fn declare(name: &str, args: FieldTable) {
     .unwrap();
 }
 
+/// The properties `publish` gives a message: persistent, JSON.
+pub fn json_properties() -> BasicProperties {
+    BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_content_type(ShortString::from("application/json"))
+}
+
 /// Publish values to a queue (default exchange) with publisher confirms.
 pub async fn publish(queue: &str, values: impl IntoIterator<Item = serde_json::Value>) {
+    publish_with(queue, values.into_iter().map(|v| (v, json_properties()))).await
+}
+
+/// Publish values, each with its own properties, to a queue (default exchange) with publisher
+/// confirms.
+pub async fn publish_with(
+    queue: &str,
+    messages: impl IntoIterator<Item = (serde_json::Value, BasicProperties)>,
+) {
     let (_c, ch) = channel().await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
     let mut confirms = Vec::new();
-    for v in values {
+    for (v, properties) in messages {
         let body = v.to_string().into_bytes();
         let c = ch
             .basic_publish(
@@ -62,9 +78,7 @@ pub async fn publish(queue: &str, values: impl IntoIterator<Item = serde_json::V
                 ShortString::from(queue),
                 BasicPublishOptions::default(),
                 &body,
-                BasicProperties::default()
-                    .with_delivery_mode(2)
-                    .with_content_type(ShortString::from("application/json")),
+                properties,
             )
             .await
             .unwrap();
