@@ -256,6 +256,8 @@ impl TriggerConfig {
             Self::Kafka(k) => switchyard_kafka::config::check_trigger(k),
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(e) => e.check(),
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(r) => switchyard_rabbitmq::config::check_trigger(r),
             #[cfg(feature = "nats")]
             Self::Nats(n) => switchyard_nats::config::check_trigger(n),
             #[cfg(feature = "slack")]
@@ -339,6 +341,8 @@ impl OutputConfig {
             }
             #[cfg(feature = "eventhubs")]
             Self::Eventhubs(e) => e.check(),
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(r) => switchyard_rabbitmq::config::check_output(r),
             #[cfg(feature = "slack")]
             Self::Slack(s) => switchyard_slack::config::check_output(s),
             #[cfg(feature = "azure_queue")]

@@ -469,3 +469,114 @@ pipelines:
     assert_eq!(again.len(), 1, "written to the queue created again");
     assert_eq!(again[0]["n"], 2);
 }
+
+/// Blob names may be 1,024 characters, and a blob's id is `name@etag`; an AMQP message-id and
+/// routing key hold at most 255 bytes. The id is shortened on the way out (the whole id stays in
+/// `cloudEvents:id`); a routing key that long is a write error for the dead letter. Neither may
+/// stop the gateway.
+#[tokio::test]
+async fn a_blob_name_longer_than_amqp_allows_reaches_rabbitmq_or_its_dead_letter() {
+    use common::rabbitmq::{self as rmq, consume_with_properties};
+    use lapin::types::{AMQPValue, FieldTable};
+    let (ids, keys) = (az_name("longid"), az_name("longkey"));
+    let (out, dead) = (
+        common::kafka::unique("long-out"),
+        common::kafka::unique("long-dead"),
+    );
+    rmq::declare(&out, FieldTable::default()).await;
+    rmq::declare(&dead, FieldTable::default()).await;
+    let long = format!("in/{}.json", "x".repeat(300));
+    upload_json(
+        &create_container(&ids).await,
+        vec![
+            (long.clone(), serde_json::json!({ "n": 0 })),
+            ("in/short.json".into(), serde_json::json!({ "n": 1 })),
+        ],
+    )
+    .await;
+    upload_json(
+        &create_container(&keys).await,
+        vec![(long.clone(), serde_json::json!({ "n": 2 }))],
+    )
+    .await;
+    let url = rmq::URL;
+    let mut g = Gateway::start(&format!(
+        "
+functions:
+  f: {{ command: [python3, \"{{testfn}}\"], timeout: 5s, concurrency: 4 }}
+pipelines:
+  ids:
+    trigger: {{ type: azure_blob, connection_string: \"{CONN}\", container: {ids}, prefix: \"in/\", poll_interval: 300ms }}
+    function: f
+    outputs:
+      - {{ name: q, type: rabbitmq, url: \"{url}\", routing_key: {out} }}
+  keys:
+    trigger: {{ type: azure_blob, connection_string: \"{CONN}\", container: {keys}, prefix: \"in/\", poll_interval: 300ms }}
+    function: f
+    retry: {{ max_attempts: 3, initial_delay: 20ms }}
+    dead_letter: {{ type: rabbitmq, url: \"{url}\", routing_key: {dead} }}
+    outputs:
+      - {{ name: q, type: rabbitmq, url: \"{url}\", routing_key: \"{{subject}}\" }}
+"
+    ))
+    .await;
+    let header = |p: &lapin::BasicProperties, k: &str| match p
+        .headers()
+        .as_ref()
+        .and_then(|h| h.inner().get(k).cloned())
+    {
+        Some(AMQPValue::LongString(s)) => String::from_utf8(s.as_bytes().to_vec()).unwrap(),
+        other => panic!("header {k}: {other:?}"),
+    };
+    let message_id = |p: &lapin::BasicProperties| p.message_id().as_ref().unwrap().to_string();
+
+    let got = consume_with_properties(&out, 2, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 2, "both blobs written; log:\n{}", g.log());
+    for (props, body) in &got {
+        let (id, mid) = (header(props, "cloudEvents:id"), message_id(props));
+        if body["n"] == 0 {
+            assert!(id.starts_with(&format!("{long}@")), "the whole id: {id}");
+            assert!(mid.len() <= 255, "message-id of {} bytes", mid.len());
+            assert!(
+                mid.starts_with("in/xxx") && mid != id,
+                "shortened, readable: {mid}"
+            );
+        } else {
+            assert_eq!(body["n"], 1);
+            assert_eq!(mid, id, "a short id is the message-id as it is");
+        }
+    }
+
+    let dl = consume_with_properties(&dead, 1, Duration::from_secs(60)).await;
+    assert_eq!(
+        dl.len(),
+        1,
+        "the long routing key dead-lettered; log:\n{}",
+        g.log()
+    );
+    let (props, body) = &dl[0];
+    assert_eq!(body["switchyarderrorcode"], "invalid");
+    assert_eq!(body["data"], r#"{"n":2}"#, "{body}");
+    assert!(
+        body["switchyarderror"]
+            .as_str()
+            .unwrap()
+            .ends_with("the routing key is 308 bytes; AMQP allows at most 255"),
+        "{body}"
+    );
+    assert!(message_id(props).len() <= 255);
+    assert!(
+        g.child.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the gateway still runs; log:\n{}",
+        g.log()
+    );
+    assert_eq!(
+        g.metric(
+            "switchyard_outputs_total",
+            &[("pipeline", "keys"), ("output", "q"), ("outcome", "failed")]
+        )
+        .await,
+        1.0,
+        "an invalid write is not retried"
+    );
+}

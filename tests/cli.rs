@@ -87,6 +87,38 @@ fn every_semantic_problem_is_listed() {
 }
 
 #[test]
+fn an_amqp_name_over_255_bytes_is_named_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    let long = "q".repeat(256);
+    std::fs::write(
+        &path,
+        format!(
+            "functions:\n  f: {{ url: \"http://127.0.0.1:1\" }}\npipelines:\n  p:\n    trigger:\n      type: rabbitmq\n      url: amqp://127.0.0.1\n      queue: {long}\n      declare:\n        bindings:\n          - {{ exchange: events, routing_key: {long} }}\n    function: f\n    outputs:\n      - {{ name: o, type: rabbitmq, url: amqp://127.0.0.1, exchange: {long}, routing_key: x }}\n"
+        ),
+    )
+    .unwrap();
+    let out = switchyard(&["validate", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for (at, key) in [
+        (":8:7:", "pipelines.p.trigger.queue"),
+        (
+            ":11:33:",
+            "pipelines.p.trigger.declare.bindings[0].routing_key",
+        ),
+        (":14:59:", "pipelines.p.outputs[0].exchange"),
+    ] {
+        assert!(
+            err.contains(&format!(
+                "{at} {key}: is 256 bytes; AMQP allows at most 255"
+            )),
+            "{key} at {at}: {err}"
+        );
+    }
+}
+
+#[test]
 fn secrets_from_env_never_appear_in_errors() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");

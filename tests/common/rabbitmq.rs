@@ -2,6 +2,7 @@
 //! started by `scripts/services`). A missing broker fails the test, loudly.
 
 use futures::StreamExt;
+use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions,
     QueueDeclareOptions,
@@ -100,6 +101,35 @@ pub async fn consume_until(
     timeout: Duration,
     until: impl Fn(&[serde_json::Value]) -> bool,
 ) -> Vec<serde_json::Value> {
+    consume_mapped(queue, timeout, json_body, until).await
+}
+
+/// Consume (and ack) a queue until `n` messages came or the timeout; each message's properties
+/// (headers and all) beside its JSON body.
+pub async fn consume_with_properties(
+    queue: &str,
+    n: usize,
+    timeout: Duration,
+) -> Vec<(BasicProperties, serde_json::Value)> {
+    consume_mapped(
+        queue,
+        timeout,
+        |d| (d.properties.clone(), json_body(d)),
+        |v| v.len() >= n,
+    )
+    .await
+}
+
+fn json_body(d: &Delivery) -> serde_json::Value {
+    serde_json::from_slice(&d.data).unwrap_or(serde_json::Value::Null)
+}
+
+async fn consume_mapped<T>(
+    queue: &str,
+    timeout: Duration,
+    map: impl Fn(&Delivery) -> T,
+    until: impl Fn(&[T]) -> bool,
+) -> Vec<T> {
     let (_c, ch) = channel().await;
     let mut consumer = ch
         .basic_consume(
@@ -120,7 +150,7 @@ pub async fn consume_until(
         if let Ok(Some(Ok(d))) =
             tokio::time::timeout(left.min(Duration::from_millis(500)), consumer.next()).await
         {
-            out.push(serde_json::from_slice(&d.data).unwrap_or(serde_json::Value::Null));
+            out.push(map(&d));
             d.acker.ack(BasicAckOptions::default()).await.unwrap();
         }
     }

@@ -81,3 +81,49 @@ pub struct RabbitMqOutputConfig {
 fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
+
+/// AMQP carries queue and exchange names, routing keys and table keys as short strings.
+const MAX_NAME: usize = 255;
+
+fn check_name(out: &mut Vec<(String, String)>, key: String, value: &str) {
+    if value.len() > MAX_NAME {
+        out.push((
+            key,
+            format!("is {} bytes; AMQP allows at most {MAX_NAME}", value.len()),
+        ));
+    }
+}
+
+fn check_keys(
+    out: &mut Vec<(String, String)>,
+    prefix: &str,
+    table: &BTreeMap<String, serde_json::Value>,
+) {
+    for k in table.keys() {
+        check_name(out, format!("{prefix}.{k}"), k);
+    }
+}
+
+/// Checks shared by `switchyard validate` and build: (key, message) pairs.
+pub fn check_trigger(c: &RabbitMqTriggerConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    check_name(&mut out, "queue".into(), &c.queue);
+    if let Some(d) = &c.declare {
+        check_keys(&mut out, "declare.arguments", &d.arguments);
+        for (i, b) in d.bindings.iter().enumerate() {
+            let at = format!("declare.bindings[{i}]");
+            check_name(&mut out, format!("{at}.exchange"), &b.exchange);
+            check_name(&mut out, format!("{at}.routing_key"), &b.routing_key);
+            check_keys(&mut out, &format!("{at}.arguments"), &b.arguments);
+        }
+    }
+    out
+}
+
+/// Checks of the output: (key, message) pairs. A rendered routing key over the limit is a
+/// write error (`invalid`), as it depends on the record.
+pub fn check_output(c: &RabbitMqOutputConfig) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    check_name(&mut out, "exchange".into(), &c.exchange);
+    out
+}

@@ -8,6 +8,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::Confirmation;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+use sha2::{Digest, Sha256};
 use switchyard_sdk::error::{BuildError, OutputError};
 use switchyard_sdk::{Output, Record};
 use tokio::sync::Mutex;
@@ -54,47 +55,86 @@ impl RabbitMqOutput {
     }
 }
 
+/// The longest AMQP short string: message-id, content type, routing key, header names.
+const MAX_SHORT: usize = lapin::types::MAX_SHORT_STRING_LENGTH;
+
+/// The record id as an AMQP message-id. An id that fits is used as it is. A longer one (a blob
+/// name may have 1,024 characters) becomes its first bytes, `#`, and the SHA-256 of the whole id
+/// in hex: still one message-id per id, still readable. The whole id is in `cloudEvents:id`.
+fn message_id(id: &str) -> ShortString {
+    if let Ok(s) = ShortString::try_new(id) {
+        return s;
+    }
+    let digest = hex::encode(Sha256::digest(id.as_bytes()));
+    let mut cut = MAX_SHORT - 1 - digest.len();
+    while !id.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    ShortString::from(format!("{}#{digest}", &id[..cut]))
+}
+
+/// The message properties for a record: persistent, the CloudEvents AMQP binding's
+/// `cloudEvents:*` application properties, message-id and timestamp. A content type too long
+/// for the property travels as `cloudEvents:datacontenttype`; an extension whose name makes a
+/// header name too long is left out.
+fn properties(record: &Record) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    let time = record
+        .time
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
+    let content_type = record
+        .content_type
+        .as_deref()
+        .map(|ct| (ct, ShortString::try_new(ct).ok()));
+    let mut attrs = vec![
+        ("specversion", "1.0"),
+        ("id", record.id.as_str()),
+        ("source", record.source.as_str()),
+        ("type", record.ty.as_str()),
+        ("time", time.as_str()),
+    ];
+    if let Some(s) = &record.subject {
+        attrs.push(("subject", s));
+    }
+    if let Some((ct, None)) = content_type {
+        attrs.push(("datacontenttype", ct));
+    }
+    for (k, v) in &record.extensions {
+        attrs.push((k, v));
+    }
+    for (k, v) in attrs {
+        if let Ok(name) = ShortString::try_new(format!("cloudEvents:{k}")) {
+            headers.insert(name, AMQPValue::LongString(LongString::from(v)));
+        }
+    }
+    let props = BasicProperties::default()
+        .with_delivery_mode(2)
+        .with_message_id(message_id(&record.id))
+        .with_timestamp(record.time.timestamp().max(0) as u64)
+        .with_headers(headers);
+    match content_type {
+        Some((_, Some(ct))) => props.with_content_type(ct),
+        _ => props,
+    }
+}
+
 #[async_trait]
 impl Output for RabbitMqOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
-        let ch = self.channel().await?;
         let routing_key = self.config.routing_key.render(record);
-        let mut headers = FieldTable::default();
-        let time = record
-            .time
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-        let mut attrs = vec![
-            ("specversion", "1.0"),
-            ("id", record.id.as_str()),
-            ("source", record.source.as_str()),
-            ("type", record.ty.as_str()),
-            ("time", time.as_str()),
-        ];
-        if let Some(s) = &record.subject {
-            attrs.push(("subject", s));
-        }
-        for (k, v) in &record.extensions {
-            attrs.push((k, v));
-        }
-        for (k, v) in attrs {
-            headers.insert(
-                ShortString::from(format!("cloudEvents:{k}")),
-                AMQPValue::LongString(LongString::from(v)),
-            );
-        }
-        let mut props = BasicProperties::default()
-            .with_delivery_mode(2)
-            .with_message_id(ShortString::from(record.id.as_str()))
-            .with_timestamp(record.time.timestamp().max(0) as u64)
-            .with_headers(headers);
-        if let Some(ct) = &record.content_type {
-            props = props.with_content_type(ShortString::from(ct.as_str()));
-        }
+        let len = routing_key.len();
+        let routing_key = ShortString::try_new(routing_key).map_err(|_| {
+            OutputError::Invalid(format!(
+                "the routing key is {len} bytes; AMQP allows at most {MAX_SHORT}"
+            ))
+        })?;
+        let props = properties(record);
+        let ch = self.channel().await?;
         let publish = async {
             let confirm = ch
                 .basic_publish(
                     ShortString::from(self.config.exchange.as_str()),
-                    ShortString::from(routing_key.as_str()),
+                    routing_key,
                     BasicPublishOptions {
                         mandatory: self.config.mandatory,
                         ..Default::default()
@@ -131,5 +171,72 @@ impl Output for RabbitMqOutput {
 
     async fn healthcheck(&self) -> Result<(), OutputError> {
         self.channel().await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(p: &BasicProperties, k: &str) -> Option<String> {
+        match p.headers().as_ref()?.inner().get(k)? {
+            AMQPValue::LongString(s) => Some(String::from_utf8(s.as_bytes().to_vec()).unwrap()),
+            other => panic!("{k} is {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_id_that_fits_is_the_message_id_as_it_is() {
+        let id = "a".repeat(MAX_SHORT);
+        assert_eq!(message_id(&id).as_str(), id);
+        assert_eq!(message_id("orders/0/17").as_str(), "orders/0/17");
+    }
+
+    #[test]
+    fn a_longer_id_is_cut_at_a_character_and_ends_in_its_digest() {
+        // 'é' is two bytes: the cut must not split one.
+        let id = format!("in/{}.json@0x8D", "é".repeat(200));
+        let m = message_id(&id);
+        assert!(m.as_str().len() <= MAX_SHORT, "{} bytes", m.as_str().len());
+        let (head, digest) = m.as_str().rsplit_once('#').unwrap();
+        assert!(id.starts_with(head) && head.starts_with("in/é"));
+        assert_eq!(digest, hex::encode(Sha256::digest(id.as_bytes())));
+        // Two ids alike in their first bytes still get two message-ids.
+        let other = format!("{id}x");
+        assert_ne!(message_id(&other), m);
+        assert_eq!(message_id(&id), m, "the same id, the same message-id");
+    }
+
+    #[test]
+    fn properties_carry_the_whole_id_and_a_long_content_type_as_headers() {
+        let mut r = Record::new("p", bytes::Bytes::from_static(b"{}"));
+        r.id = "x".repeat(400);
+        r.source = "/switchyard/p".into();
+        r.ty = "t".into();
+        r.content_type = Some(format!("application/json; profile={}", "y".repeat(300)));
+        r.extensions
+            .insert("traceparent".into(), "00-ab-cd-01".into());
+        r.extensions.insert("z".repeat(300), "dropped".into());
+        let p = properties(&r);
+        assert_eq!(header(&p, "cloudEvents:id").unwrap(), r.id);
+        assert!(p.message_id().as_ref().unwrap().as_str().len() <= MAX_SHORT);
+        assert_eq!(p.content_type(), &None);
+        assert_eq!(
+            header(&p, "cloudEvents:datacontenttype").as_deref(),
+            r.content_type.as_deref()
+        );
+        assert_eq!(
+            header(&p, "cloudEvents:traceparent").as_deref(),
+            Some("00-ab-cd-01")
+        );
+        assert_eq!(p.headers().as_ref().unwrap().inner().len(), 7);
+
+        r.content_type = Some("application/json".into());
+        let p = properties(&r);
+        assert_eq!(
+            p.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(header(&p, "cloudEvents:datacontenttype"), None);
     }
 }
