@@ -107,6 +107,51 @@ pipelines:
     assert_eq!(distinct_and_duplicates(&got, "n").0, N);
 }
 
+/// A subject made from the record (here the function's `ce-subject`) that NATS refuses is an
+/// invalid write: dead-lettered at once, not retried as if the server were away.
+#[tokio::test]
+async fn a_subject_nats_refuses_is_dead_lettered_at_once() {
+    let (input, stream, dead) = (unique("in"), unique("JSSUB"), unique("dead"));
+    rmq::declare(&input, FieldTable::default()).await;
+    rmq::declare(&dead, FieldTable::default()).await;
+    common::nats::create_stream(&stream).await;
+    let mut vals = values(10, serde_json::json!({}));
+    vals[4]["reply_subject"] = "two words".into();
+    rmq::publish(&input, vals).await;
+    let yaml = format!(
+        "{FUNCTION}
+pipelines:
+  r:
+    trigger: {{ type: rabbitmq, url: \"{rmq}\", queue: {input} }}
+    function: f
+    retry: {{ max_attempts: 5, initial_delay: 20ms }}
+    dead_letter: {{ type: rabbitmq, url: \"{rmq}\", routing_key: {dead} }}
+    outputs:
+      - {{ name: out, type: nats, url: \"{nats}\", subject: \"{stream}.{{subject}}\", jetstream: true }}
+",
+        rmq = rmq::URL,
+        nats = common::nats::URL
+    );
+    let g = Gateway::start(&yaml).await;
+    let got = common::nats::read_stream(&stream, Duration::from_secs(30), |v| {
+        distinct_and_duplicates(v, "n").0 >= 9
+    })
+    .await;
+    assert_eq!(distinct_and_duplicates(&got, "n").0, 9, "the rest flows");
+    let d = rmq::consume_until(&dead, Duration::from_secs(20), |v| !v.is_empty()).await;
+    assert_eq!(d.len(), 1);
+    assert_eq!(d[0]["switchyarderrorcode"], "invalid", "{}", d[0]);
+    assert_eq!(d[0]["switchyardattempts"], "1", "not retried: {}", d[0]);
+    assert_eq!(
+        g.metric(
+            "switchyard_outputs_total",
+            &[("pipeline", "r"), ("output", "out"), ("outcome", "retry")]
+        )
+        .await,
+        0.0
+    );
+}
+
 /// A RabbitMQ `message_id` may hold a line break, which a NATS header cannot carry (async-nats
 /// panics on one): the JetStream output percent-encodes such a value, and every message goes
 /// through, each carrying its id.

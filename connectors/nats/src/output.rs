@@ -116,8 +116,15 @@ fn headers(record: &Record, msg_id: bool) -> HeaderMap {
 #[async_trait]
 impl Output for NatsOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
-        let conn = self.conn().await?;
         let subject = self.config.subject.render(record);
+        // Checked here, so a record-made subject NATS refuses is an invalid write (dead-lettered
+        // at once) rather than a connection error retried to the end.
+        let subject = async_nats::Subject::validated(&subject).map_err(|_| {
+            OutputError::Invalid(format!(
+                "{subject:?} is not a NATS subject (empty, whitespace, or an empty token)"
+            ))
+        })?;
+        let conn = self.conn().await?;
         let headers = headers(record, self.config.jetstream && self.config.deduplicate);
         let timeout = self.config.timeout.get();
         let work = async {
