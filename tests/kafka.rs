@@ -371,3 +371,89 @@ async fn an_idle_topic_is_ready_without_a_record() {
     assert_eq!(body["status"], "ready");
     assert!(g.function_log().is_empty());
 }
+
+/// A record Kafka refuses for what it is (larger than `message.max.bytes`, or a topic name the
+/// protocol cannot carry) is an invalid write: dead-lettered after one attempt, while the
+/// records around it flow.
+#[tokio::test]
+async fn a_record_kafka_refuses_is_dead_lettered_at_once() {
+    const N: usize = 20;
+    let s = Setup::new(1).await;
+    let named = unique("named");
+    create_topic(&format!("{named}.k0"), 1).await;
+    let mut vals = values(N, serde_json::json!({}));
+    vals[3]["huge_reply"] = 2_000.into();
+    vals[8]["reply_subject"] = "two words".into();
+    produce(&s.input, vals, 1).await;
+    let pipeline = |name: &str, group: &str, output: &str| {
+        format!(
+            "
+  {name}:
+    trigger: {{ type: kafka, brokers: [\"{BROKER}\"], topics: [{input}], group: {group}, commit_interval: 20ms }}
+    function: f
+    retry: {{ max_attempts: 5, backoff: fixed, initial_delay: 5ms }}
+    dead_letter: {{ type: kafka, brokers: [\"{BROKER}\"], topic: {dead} }}
+    outputs:
+      - {output}",
+            input = s.input,
+            dead = s.dead,
+        )
+    };
+    let yaml = format!(
+        "
+functions:
+  f: {{ command: [python3, \"{{testfn}}\"], timeout: 5s, concurrency: 8 }}
+pipelines:{}{}
+",
+        pipeline(
+            "size",
+            &unique("g"),
+            &format!(
+                "{{ name: out, type: kafka, brokers: [\"{BROKER}\"], topic: {}, options: {{ message.max.bytes: \"1000\" }} }}",
+                s.output
+            )
+        ),
+        pipeline(
+            "name",
+            &unique("g"),
+            &format!(
+                "{{ name: out, type: kafka, brokers: [\"{BROKER}\"], topic: \"{named}.{{subject}}\" }}"
+            )
+        ),
+    );
+    let g = Gateway::start(&yaml).await;
+    let (sized, named_out, dead) = tokio::task::spawn_blocking(move || {
+        let wait = Duration::from_secs(60);
+        let enough = |r: &[Consumed]| distinct_and_duplicates(r, "n").0 >= N - 1;
+        (
+            consume_until(&s.output, wait, enough),
+            consume_until(&format!("{named}.k0"), wait, enough),
+            consume_until(&s.dead, wait, |r| r.len() >= 2),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(distinct_and_duplicates(&sized, "n").0, N - 1);
+    assert!(sized.iter().all(|r| r.payload["n"] != 3));
+    assert_eq!(distinct_and_duplicates(&named_out, "n").0, N - 1);
+    assert!(named_out.iter().all(|r| r.payload["n"] != 8));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        let d = &d.payload;
+        let n = d["data"]["n"].as_u64().unwrap();
+        assert!(n == 3 || n == 8, "{d}");
+        assert_eq!(d["switchyarderrorcode"], "invalid", "{d}");
+        assert_eq!(d["switchyardattempts"], "1", "not retried: {d}");
+    }
+    for p in ["size", "name"] {
+        assert_eq!(
+            g.metric(
+                "switchyard_outputs_total",
+                &[("pipeline", p), ("output", "out"), ("outcome", "retry")]
+            )
+            .await,
+            0.0,
+            "{p}"
+        );
+    }
+}

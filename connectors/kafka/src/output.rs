@@ -4,6 +4,7 @@ use crate::config::KafkaOutputConfig;
 use crate::headers::headers_for;
 use async_trait::async_trait;
 use rdkafka::config::ClientConfig;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use std::time::Duration;
@@ -84,10 +85,42 @@ pub(crate) fn build_producer(
     })
 }
 
+/// A rendered topic the Kafka protocol cannot name: an invalid write, not a retry. The length
+/// limit (249) is left to the broker, whose `INVALID_TOPIC_EXCEPTION` maps the same way, since
+/// Event Hubs names may be longer.
+fn check_topic(topic: &str) -> Result<(), OutputError> {
+    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if topic.is_empty() || topic == "." || topic == ".." || !topic.chars().all(legal) {
+        return Err(OutputError::Invalid(format!(
+            "{topic:?} is not a Kafka topic name (letters, digits, '.', '_' and '-')"
+        )));
+    }
+    Ok(())
+}
+
+/// A failed produce: the record itself is refused (too large, a topic the broker calls
+/// invalid) or something that may pass (connection, timeout, leader change).
+fn write_error(e: KafkaError) -> OutputError {
+    use rdkafka::types::RDKafkaErrorCode as Code;
+    match e.rdkafka_error_code() {
+        Some(
+            Code::MessageSizeTooLarge
+            | Code::InvalidMessageSize
+            | Code::MessageBatchTooLarge
+            | Code::InvalidTopic
+            | Code::InvalidMessage,
+        ) => OutputError::Invalid(format!("kafka refused the record: {e}")),
+        _ => OutputError::Connect {
+            source: Box::new(e),
+        },
+    }
+}
+
 #[async_trait]
 impl Output for KafkaOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
         let topic = self.topic.render(record);
+        check_topic(&topic)?;
         let key = self.key.as_ref().map(|k| k.render(record));
         let mut fr = FutureRecord::to(&topic)
             .payload(&record.data[..])
@@ -97,9 +130,7 @@ impl Output for KafkaOutput {
         }
         match self.producer.send(fr, Timeout::After(self.timeout)).await {
             Ok(_) => Ok(()),
-            Err((e, _)) => Err(OutputError::Connect {
-                source: Box::new(e),
-            }),
+            Err((e, _)) => Err(write_error(e)),
         }
     }
 
@@ -117,5 +148,21 @@ impl Output for KafkaOutput {
         .map_err(|e| OutputError::Connect {
             source: Box::new(e),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_follow_kafkas_rule() {
+        for ok in ["orders", "a.b_c-D9", &"t".repeat(300)] {
+            assert!(check_topic(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", ".", "..", "two words", "a/b", "café", "line\nbreak"] {
+            let e = check_topic(bad).unwrap_err();
+            assert!(!e.is_retryable(), "{bad}");
+        }
     }
 }
