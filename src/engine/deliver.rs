@@ -210,7 +210,7 @@ impl Delivery {
     ) -> Result<(), (OutputError, u32)> {
         let mut attempt = 1;
         loop {
-            match out.write(record).await {
+            match guarded_write(out, record).await {
                 Ok(()) => {
                     self.metrics.output(name, OutputOutcome::Success);
                     tracing::Span::current().record("switchyard.attempts", attempt);
@@ -282,6 +282,30 @@ fn failure_of(e: &InvokeError, attempts: u32) -> Failure {
 
 /// The dead-letter value: the original event as a structured CloudEvent with the error
 /// extensions `switchyarderror`, `switchyarderrorcode`, `switchyardattempts`.
+/// An output's write with its panics caught. A client library may assert on a value it cannot
+/// carry (async-nats on a line break in a header, lapin on a string over 255 bytes; both now
+/// handled before the call). Such a panic is about this record: it becomes an invalid write,
+/// counted and dead-lettered like any other, instead of ending the gateway and meeting the same
+/// event again after every restart. The output's client is not left mid-write by it: each of
+/// them builds a message whole before handing it to its connection.
+async fn guarded_write(out: &dyn Output, record: &Record) -> Result<(), OutputError> {
+    use futures::FutureExt;
+    match std::panic::AssertUnwindSafe(out.write(record))
+        .catch_unwind()
+        .await
+    {
+        Ok(r) => r,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(OutputError::Invalid(format!("the output panicked: {what}")))
+        }
+    }
+}
+
 fn dead_letter_record(pipeline: &str, event: &Event, f: &Failure) -> Record {
     let mut e = event.clone();
     e.set_extension("switchyarderror", f.message.clone());
@@ -346,6 +370,29 @@ mod tests {
         let c = child.extensions["traceparent"].clone();
         assert_eq!(c.split('-').nth(1), Some(parts[1]), "same trace");
         assert_ne!(c, tp, "new span");
+    }
+
+    struct Panics;
+
+    #[async_trait::async_trait]
+    impl Output for Panics {
+        async fn write(&self, record: &Record) -> Result<(), OutputError> {
+            panic!("cannot carry {}", record.id)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_output_is_an_invalid_write_for_that_record() {
+        let mut r = Record::new("p", Bytes::from_static(b"{}"));
+        r.id = "id-7".into();
+        let e = guarded_write(&Panics, &r).await.unwrap_err();
+        assert!(!e.is_retryable());
+        assert_eq!(e.code(), "invalid");
+        assert_eq!(e.to_string(), "the output panicked: cannot carry id-7");
+        // A write that does not panic passes through as it is.
+        let ok = switchyard_sdk::testing::CollectOutput::default();
+        guarded_write(&ok, &r).await.unwrap();
+        assert_eq!(ok.records().len(), 1);
     }
 
     #[test]
