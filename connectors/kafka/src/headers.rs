@@ -141,24 +141,13 @@ pub fn headers_for(record: &Record) -> OwnedHeaders {
             value: Some(ct.as_bytes()),
         });
     }
-    let time = record
-        .time
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-    let mut pairs: Vec<(String, &str)> = vec![
-        ("ce_specversion".into(), "1.0"),
-        ("ce_id".into(), &record.id),
-        ("ce_source".into(), &record.source),
-        ("ce_type".into(), &record.ty),
-        ("ce_time".into(), &time),
-    ];
-    if let Some(s) = &record.subject {
-        pairs.push(("ce_subject".into(), s));
-    }
-    for (k, v) in &record.extensions {
-        pairs.push((format!("ce_{k}"), v));
-    }
+    let mut pairs: Vec<(String, std::borrow::Cow<'_, str>)> = record
+        .attributes()
+        .into_iter()
+        .map(|(k, v)| (format!("ce_{k}"), v))
+        .collect();
     if let Some(ct) = &record.content_type {
-        pairs.push(("content-type".into(), ct));
+        pairs.push(("content-type".into(), ct.as_str().into()));
     }
     pairs
         .into_iter()

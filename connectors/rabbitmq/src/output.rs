@@ -79,32 +79,17 @@ fn message_id(id: &str) -> ShortString {
 /// header name too long is left out.
 fn properties(record: &Record) -> BasicProperties {
     let mut headers = FieldTable::default();
-    let time = record
-        .time
-        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
     let content_type = record
         .content_type
         .as_deref()
         .map(|ct| (ct, ShortString::try_new(ct).ok()));
-    let mut attrs = vec![
-        ("specversion", "1.0"),
-        ("id", record.id.as_str()),
-        ("source", record.source.as_str()),
-        ("type", record.ty.as_str()),
-        ("time", time.as_str()),
-    ];
-    if let Some(s) = &record.subject {
-        attrs.push(("subject", s));
-    }
+    let mut attrs = record.attributes();
     if let Some((ct, None)) = content_type {
-        attrs.push(("datacontenttype", ct));
-    }
-    for (k, v) in &record.extensions {
-        attrs.push((k, v));
+        attrs.push(("datacontenttype", ct.into()));
     }
     for (k, v) in attrs {
         if let Ok(name) = ShortString::try_new(format!("cloudEvents:{k}")) {
-            headers.insert(name, AMQPValue::LongString(LongString::from(v)));
+            headers.insert(name, AMQPValue::LongString(LongString::from(v.as_ref())));
         }
     }
     let props = BasicProperties::default()

@@ -62,6 +62,34 @@ impl Record {
     }
 }
 
+impl Record {
+    /// The CloudEvent attributes a broker binding carries beside the data: `specversion`, `id`,
+    /// `source`, `type`, `time` (RFC 3339), `subject` when set, then the extensions. The data's
+    /// content type is left to each binding (a property, a header of its own). Each output adds
+    /// its binding's prefix (`ce_` Kafka, `cloudEvents:` AMQP).
+    pub fn attributes(&self) -> Vec<(&str, std::borrow::Cow<'_, str>)> {
+        let mut attrs = vec![
+            ("specversion", "1.0".into()),
+            ("id", self.id.as_str().into()),
+            ("source", self.source.as_str().into()),
+            ("type", self.ty.as_str().into()),
+            (
+                "time",
+                self.time
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    .into(),
+            ),
+        ];
+        if let Some(s) = &self.subject {
+            attrs.push(("subject", s.as_str().into()));
+        }
+        for (k, v) in &self.extensions {
+            attrs.push((k.as_str(), v.as_str().into()));
+        }
+        attrs
+    }
+}
+
 /// An output binding. `write` returns only once the destination confirmed the write.
 #[async_trait]
 pub trait Output: Send + Sync {
@@ -71,5 +99,47 @@ pub trait Output: Send + Sync {
     /// Check that the destination is reachable (for `/readyz`). Defaults to ready.
     async fn healthcheck(&self) -> Result<(), OutputError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attributes_are_the_required_then_the_set_ones_then_the_extensions() {
+        let mut r = Record::new("p", Bytes::new());
+        r.id = "i".into();
+        r.source = "s".into();
+        r.ty = "t".into();
+        r.time = DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        r.content_type = Some("application/json".into());
+        r.extensions
+            .insert("traceparent".into(), "00-a-b-01".into());
+        let names = |r: &Record| -> Vec<(String, String)> {
+            r.attributes()
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.into_owned()))
+                .collect()
+        };
+        let expected = |subject: Option<&str>| {
+            let mut v = vec![
+                ("specversion", "1.0"),
+                ("id", "i"),
+                ("source", "s"),
+                ("type", "t"),
+                ("time", "2026-12-01T10:00:00Z"),
+            ];
+            v.extend(subject.map(|s| ("subject", s)));
+            v.push(("traceparent", "00-a-b-01"));
+            v.into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&r), expected(None), "no content type, no subject");
+        r.subject = Some("orders".into());
+        assert_eq!(names(&r), expected(Some("orders")));
     }
 }
