@@ -181,3 +181,64 @@ async fn two_instances_share_the_queue() {
     assert!(na > N / 10 && nb > N / 10, "a handled {na}, b {nb}");
     assert_eq!(na + nb, N, "competing consumers: each message handled once");
 }
+
+/// The `http` output speaks the CloudEvents HTTP binding: an attribute with a line break (a
+/// RabbitMQ `message_id` may hold one) or non-ASCII text is percent-encoded, so the write goes
+/// through instead of failing as a malformed header. The function's percent-encoded
+/// `ce-subject` is decoded on the way in, so it is encoded once on the way out, not twice.
+#[tokio::test]
+async fn an_http_output_percent_encodes_attributes_a_header_cannot_carry() {
+    use std::sync::{Arc, Mutex};
+    let got: Arc<Mutex<Vec<(String, String, String)>>> = Arc::default();
+    let seen = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: axum::http::HeaderMap| async move {
+            let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap().to_string());
+            seen.lock().unwrap().push((
+                get("ce-id").unwrap_or_default(),
+                get("ce-subject").unwrap_or_default(),
+                get("traceparent").unwrap_or_default(),
+            ));
+            axum::http::StatusCode::NO_CONTENT
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let input = unique("in");
+    declare(&input, FieldTable::default()).await;
+    publish_with(
+        &input,
+        (0..2).map(|n| {
+            let props =
+                json_properties().with_message_id(ShortString::from(format!("m-{n}\r\nnext")));
+            // The function answers in binary mode, its ce-subject percent-encoded.
+            let reply = serde_json::json!({ "n": n, "reply_subject": "caf%C3%A9 100%25" });
+            (reply, props)
+        }),
+    )
+    .await;
+    let _g = Gateway::start(&format!(
+        "
+functions:
+  f: {{ command: [python3, \"{{testfn}}\"], timeout: 5s }}
+pipelines:
+  r:
+    trigger: {{ type: rabbitmq, url: \"{URL}\", queue: {input} }}
+    function: f
+    retry: {{ max_attempts: 2, initial_delay: 20ms }}
+    outputs:
+      - {{ name: hook, type: http, url: \"http://127.0.0.1:{port}/hook\" }}
+"
+    ))
+    .await;
+    eventually(30, "both written", || got.lock().unwrap().len() >= 2).await;
+    let mut got = got.lock().unwrap().clone();
+    got.sort();
+    for (n, (id, subject, traceparent)) in got.iter().enumerate() {
+        assert_eq!(id, &format!("m-{n}%0D%0Anext"));
+        assert_eq!(subject, "caf%C3%A9 100%25");
+        assert!(traceparent.starts_with("00-"), "{traceparent}");
+    }
+}

@@ -349,11 +349,13 @@ fn decode_cloudevents(
             v.iter().map(structured_value).collect::<Result<_, _>>()?
         }
         _ => {
+            // The binding percent-encodes `ce-*` values; a reader decodes them.
             let header = |n: &str| {
-                headers
-                    .get(n)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string)
+                headers.get(n).and_then(|v| v.to_str().ok()).map(|v| {
+                    percent_encoding::percent_decode_str(v)
+                        .decode_utf8_lossy()
+                        .into_owned()
+                })
             };
             let mut value = Value::new(Target::All, body, content_type);
             value.ty = header("ce-type");

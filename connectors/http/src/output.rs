@@ -4,7 +4,7 @@ use crate::config::HttpOutputConfig;
 use async_trait::async_trait;
 use std::time::Duration;
 use switchyard_sdk::error::{BuildError, OutputError};
-use switchyard_sdk::{Output, Record};
+use switchyard_sdk::{cloudevents, Output, Record};
 
 /// POSTs values to a URL.
 pub struct HttpOutput {
@@ -44,35 +44,13 @@ impl HttpOutputConfig {
 #[async_trait]
 impl Output for HttpOutput {
     async fn write(&self, record: &Record) -> Result<(), OutputError> {
-        let mut req = self
+        // Binary mode; the configured headers first, so a `ce-*` attribute wins.
+        let req = self
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .header("ce-id", &record.id)
-            .header("ce-source", &record.source)
-            .header("ce-specversion", "1.0")
-            .header("ce-type", &record.ty)
+            .headers(cloudevents::record_headers(record))
             .body(record.data.clone());
-        if let Some(ct) = &record.content_type {
-            req = req.header(reqwest::header::CONTENT_TYPE, ct);
-        }
-        if let Some(s) = &record.subject {
-            req = req.header("ce-subject", s);
-        }
-        req = req.header("ce-time", record.time.to_rfc3339());
-        // Extensions as `ce-*` headers (binary mode); the trace context also as the W3C
-        // `traceparent`, so a plain HTTP receiver continues the trace.
-        for (k, v) in &record.extensions {
-            let Ok(value) = reqwest::header::HeaderValue::from_str(v) else {
-                continue;
-            };
-            if let Ok(name) = reqwest::header::HeaderName::try_from(format!("ce-{k}")) {
-                req = req.header(name, value.clone());
-            }
-            if k == "traceparent" {
-                req = req.header("traceparent", value);
-            }
-        }
         let resp = req.send().await.map_err(|e| OutputError::Connect {
             source: Box::new(e.without_url()),
         })?;

@@ -1,6 +1,7 @@
 //! The CloudEvents 1.0 HTTP binding: binary-mode headers and the JSON event format.
 
 use crate::event::{is_json_media_type, Event};
+use crate::output::Record;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
@@ -106,6 +107,25 @@ pub fn binary_headers(event: &Event) -> HeaderMap {
     h
 }
 
+/// Binary-mode headers for a record an output sends over HTTP: its attributes as `ce-*`
+/// (percent-encoded, so an id or subject with a line break or non-ASCII text still travels),
+/// its content type when known, and the W3C `traceparent` beside `ce-traceparent`.
+pub fn record_headers(record: &Record) -> HeaderMap {
+    let mut h = HeaderMap::with_capacity(8 + record.extensions.len());
+    for (k, v) in record.attributes() {
+        if let Some(name) = extension_header(k) {
+            h.insert(name, header_value(&v));
+        }
+    }
+    if let Some(tp) = h.get("ce-traceparent").cloned() {
+        h.insert(HeaderName::from_static("traceparent"), tp);
+    }
+    if let Some(ct) = &record.content_type {
+        h.insert(CONTENT_TYPE, header_value(ct));
+    }
+    h
+}
+
 /// The event in the JSON event format (structured mode, batches, dead letters). JSON data stays
 /// JSON, UTF-8 text becomes a string, anything else becomes `data_base64`.
 pub fn to_json(event: &Event) -> serde_json::Value {
@@ -181,6 +201,29 @@ pub fn validate_json(v: &serde_json::Value) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_headers_encode_values_and_copy_the_trace_context() {
+        let mut r = Record::new("p", bytes::Bytes::new());
+        r.id = "m-1\r\nnext".into();
+        r.source = "s".into();
+        r.ty = "t".into();
+        r.subject = Some("café".into());
+        r.content_type = Some("application/json".into());
+        r.extensions
+            .insert("traceparent".into(), "00-a-b-01".into());
+        r.extensions.insert("bad name".into(), "left out".into());
+        let h = record_headers(&r);
+        let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap());
+        assert_eq!(get("ce-id"), Some("m-1%0D%0Anext"));
+        assert_eq!(get("ce-subject"), Some("caf%C3%A9"));
+        assert_eq!(get("ce-specversion"), Some("1.0"));
+        assert_eq!(get("traceparent"), Some("00-a-b-01"));
+        assert_eq!(get("ce-traceparent"), Some("00-a-b-01"));
+        assert_eq!(get("content-type"), Some("application/json"));
+        // specversion id source type time subject traceparent, the W3C copy, content-type.
+        assert_eq!(h.len(), 9, "{h:?}");
+    }
 
     #[test]
     fn header_values_are_percent_encoded() {
