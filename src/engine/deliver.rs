@@ -4,7 +4,7 @@
 //! (`Delivered`, `DeadLettered`) only after the function answered and every output (or the
 //! dead letter) confirmed its write. Anything else leaves it unacknowledged.
 
-use crate::config::RetryConfig;
+use crate::config::{RetryConfig, StatusRange};
 use crate::invoker::{retry, Answer, FunctionService, Invocation, InvokeError, Target, Value};
 use crate::otel;
 use crate::telemetry::{OutputOutcome, PipelineMetrics};
@@ -208,7 +208,7 @@ impl Delivery {
     fn output_retryable(&self, e: &OutputError) -> bool {
         match e {
             OutputError::Status { status, .. } => {
-                self.retry.retry_on.iter().any(|r| r.contains(*status))
+                StatusRange::any_contains(&self.retry.retry_on, *status)
             }
             other => other.is_retryable(),
         }

@@ -1,5 +1,6 @@
 //! Config of the `rabbitmq` trigger and output.
 
+use crate::MAX_SHORT;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -82,14 +83,11 @@ fn default_timeout() -> Duration {
     Duration::from_secs(30)
 }
 
-/// AMQP carries queue and exchange names, routing keys and table keys as short strings.
-const MAX_NAME: usize = 255;
-
 fn check_name(out: &mut Vec<(String, String)>, key: String, value: &str) {
-    if value.len() > MAX_NAME {
+    if value.len() > MAX_SHORT {
         out.push((
             key,
-            format!("is {} bytes; AMQP allows at most {MAX_NAME}", value.len()),
+            format!("is {} bytes; AMQP allows at most {MAX_SHORT}", value.len()),
         ));
     }
 }

@@ -39,6 +39,10 @@ pub(crate) fn describe(e: &lapin::Error) -> String {
     e.to_string()
 }
 
+/// The longest AMQP short string: queue and exchange names, routing keys, table keys,
+/// message-id, content type, header names.
+pub(crate) const MAX_SHORT: usize = lapin::types::MAX_SHORT_STRING_LENGTH;
+
 /// A JSON value as an AMQP field value (queue arguments, binding arguments, headers).
 pub(crate) fn amqp_value(v: &serde_json::Value) -> AMQPValue {
     match v {

@@ -2,7 +2,7 @@
 //! (unroutable with `mandatory`) or a timeout is a failed write.
 
 use crate::config::RabbitMqOutputConfig;
-use crate::describe;
+use crate::{describe, MAX_SHORT};
 use async_trait::async_trait;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -54,9 +54,6 @@ impl RabbitMqOutput {
         Ok(ch)
     }
 }
-
-/// The longest AMQP short string: message-id, content type, routing key, header names.
-const MAX_SHORT: usize = lapin::types::MAX_SHORT_STRING_LENGTH;
 
 /// The record id as an AMQP message-id. An id that fits is used as it is. A longer one (a blob
 /// name may have 1,024 characters) becomes its first bytes, `#`, and the SHA-256 of the whole id
