@@ -13,7 +13,7 @@
 //!
 //! It writes `bench/results/<date>.md` and `<date>.svg`. Knobs (environment): `BENCH_SCENARIOS`
 //! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
-//! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10),
+//! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10), `BENCH_LATENCY_SHARES` (default `0.5,0.8`),
 //! `BENCH_GATEWAY` (the switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no
 //! peer), `BENCH_OUT` (results folder), `BENCH_KEEP` (set: keep the processes' logs),
 //! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`), `BENCH_GATEWAY_THREADS` (the
@@ -174,6 +174,8 @@ struct Bench {
     client: reqwest::Client,
     messages: usize,
     latency_secs: f64,
+    /// The loads of the latency steps, as shares of switchyard's measured maximum.
+    latency_shares: Vec<f64>,
     rounds: usize,
 }
 
@@ -526,6 +528,26 @@ async fn open_loop_http(url: &str, rate: f64, secs: f64) -> Vec<u64> {
     out
 }
 
+/// `BENCH_LATENCY_SHARES`: the loads of the latency steps, comma-separated shares of the
+/// measured maximum (default `0.5,0.8`; the report's targets read the 0.5 step).
+fn latency_shares() -> Vec<f64> {
+    let Ok(v) = std::env::var("BENCH_LATENCY_SHARES") else {
+        return vec![0.5, 0.8];
+    };
+    v.split(',')
+        .map(|x| {
+            let share: f64 = x.trim().parse().unwrap_or_else(|_| {
+                panic!("BENCH_LATENCY_SHARES: {x:?} is not a number (e.g. 0.1,0.5,0.8)")
+            });
+            assert!(
+                share > 0.0 && share <= 1.0,
+                "BENCH_LATENCY_SHARES: {share} is not in (0, 1]"
+            );
+            share
+        })
+        .collect()
+}
+
 /// `items` starting at the `round`th: each runner goes first in its turn, so none is always
 /// the one that meets a broker still busy with the previous drain.
 fn rotated<T>(items: &[T], round: usize) -> impl Iterator<Item = &T> {
@@ -702,7 +724,7 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
         // Warm up: consumer groups joined, connections open, before anything is timed.
         let warm = 50;
         let (_, _) = tokio::join!(publish(&p, warm, warm, None), consume(&mut out, warm));
-        for share in [0.5, 0.8] {
+        for &share in &b.latency_shares {
             let rate = max * share;
             let count = ((rate * secs) as usize).max(100);
             let (_, ages) = tokio::join!(
@@ -791,7 +813,7 @@ async fn http_scenario(b: &Bench) -> Scenario {
     }
     rounds.record(&mut s, &names);
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
-    for share in [0.5, 0.8] {
+    for &share in &b.latency_shares {
         let rate = max * share;
         let direct = open_loop_http(&b.echo_url, rate, b.latency_secs).await;
         s.latency.push(Latency::from(RAW, share, rate, direct));
@@ -875,6 +897,7 @@ async fn main() {
             .expect("http client"),
         messages: env_or("BENCH_MESSAGES", 200_000),
         latency_secs: env_or("BENCH_LATENCY_SECS", 10.0),
+        latency_shares: latency_shares(),
         rounds: env_or("BENCH_ROUNDS", 3).max(1),
     };
     let which = std::env::var("BENCH_SCENARIOS")
