@@ -468,6 +468,17 @@ pipelines:
     let again = decode_json(&drain(&q, 20, |v| !v.is_empty()).await);
     assert_eq!(again.len(), 1, "written to the queue created again");
     assert_eq!(again[0]["n"], 2);
+    // And again: every write that finds the queue missing creates it, not only the first.
+    q.delete(None).await.unwrap();
+    let (status, _) = g.post("/in", r#"{"n":3}"#).await;
+    assert_eq!(status, 202);
+    let third = decode_json(&drain(&q, 20, |v| !v.is_empty()).await);
+    assert_eq!(third.len(), 1, "written to the queue created a second time");
+    assert_eq!(third[0]["n"], 3);
+    assert!(
+        std::fs::read_dir(g.path("dead")).map_or(true, |d| d.count() == 1),
+        "only the refused write was dead-lettered"
+    );
 }
 
 /// Blob names may be 1,024 characters, and a blob's id is `name@etag`; an AMQP message-id and

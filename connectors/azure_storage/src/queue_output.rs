@@ -7,18 +7,18 @@ use async_trait::async_trait;
 use azure_storage_queue::models::{QueueClientSendMessageOptions, QueueMessage};
 use azure_storage_queue::QueueClient;
 use base64::Engine;
-use std::sync::atomic::{AtomicBool, Ordering};
 use switchyard_sdk::error::{BuildError, OutputError};
 use switchyard_sdk::{Output, Record};
 
 /// The largest message text the service takes.
 pub const MAX_MESSAGE_TEXT: usize = 64 * 1024;
 
-/// Puts messages on a queue; creates the queue on the first write that finds it missing.
+/// Puts messages on a queue; a write that finds the queue missing creates it and writes
+/// again (each time: a queue deleted under a running output is made again, and writes racing
+/// the first creation each create it, which the service allows, instead of failing).
 pub struct AzureQueueOutput {
     client: QueueClient,
     config: AzureQueueOutputConfig,
-    created: AtomicBool,
 }
 
 impl AzureQueueOutputConfig {
@@ -33,7 +33,6 @@ impl AzureQueueOutputConfig {
         Ok(AzureQueueOutput {
             client: queue_client(&account, &self.queue)?,
             config: self.clone(),
-            created: AtomicBool::new(false),
         })
     }
 }
@@ -82,10 +81,7 @@ impl Output for AzureQueueOutput {
         let text = encode(&record.data, self.config.encoding)?;
         match self.put(&text).await {
             Ok(()) => Ok(()),
-            Err(e)
-                if matches!(service_error(&e), Some((404, _)))
-                    && !self.created.swap(true, Ordering::SeqCst) =>
-            {
+            Err(e) if matches!(service_error(&e), Some((404, _))) => {
                 tracing::info!(queue = %self.config.queue, "queue does not exist; creating it");
                 with_timeout(self.config.timeout.get(), self.client.create(None))
                     .await
