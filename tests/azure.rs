@@ -94,6 +94,46 @@ async fn thousand_queue_messages_become_blobs_none_lost_queue_empty() {
     );
 }
 
+/// A container deleted under a running blob output is made again by the next write, each
+/// time (the output once made it only on the first write that missed it).
+#[tokio::test]
+async fn a_container_deleted_twice_under_a_blob_output_is_made_again() {
+    let (input, container) = (az_name("in"), az_name("out"));
+    let q = create_queue(&input).await;
+    let c = create_container(&container).await;
+    let g = Gateway::start(&queue_to_blob_yaml(&input, &container, "")).await;
+    for n in 0..3 {
+        if n > 0 {
+            c.delete(None).await.unwrap();
+        }
+        put_json(&q, vec![serde_json::json!({ "n": n })]).await;
+        // The gateway makes the container again with its write.
+        let mut made = false;
+        for _ in 0..300 {
+            if c.get_properties(None).await.is_ok() {
+                made = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(made, "container {n} made again; gateway log:\n{}", g.log());
+        wait_blobs(&c, 1, 30, &g).await;
+        let blobs = blob_ns(&c).await;
+        assert_eq!(blobs.len(), 1, "the container holds this write's blob only");
+        assert_eq!(blobs[0]["n"], n);
+    }
+    // Each message was deleted after its write: none is left for a redelivery.
+    let mut left = -1;
+    for _ in 0..50 {
+        left = count(&q).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "queue empty; gateway log:\n{}", g.log());
+}
+
 #[tokio::test]
 async fn a_rejected_message_lands_in_the_poison_queue_after_max_dequeue_count() {
     let (input, container) = (az_name("in"), az_name("out"));

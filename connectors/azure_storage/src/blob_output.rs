@@ -7,15 +7,14 @@ use async_trait::async_trait;
 use azure_core::http::RequestContent;
 use azure_storage_blob::models::BlockBlobClientUploadOptions;
 use azure_storage_blob::BlobContainerClient;
-use std::sync::atomic::{AtomicBool, Ordering};
 use switchyard_sdk::error::{BuildError, OutputError};
 use switchyard_sdk::{Output, Record};
 
-/// Writes blobs; creates the container on the first write that finds it missing.
+/// Writes blobs; a write that finds the container missing creates it and writes again (each
+/// time, so a container deleted under a running output is made again).
 pub struct AzureBlobOutput {
     container: BlobContainerClient,
     config: AzureBlobOutputConfig,
-    created: AtomicBool,
 }
 
 impl AzureBlobOutputConfig {
@@ -30,7 +29,6 @@ impl AzureBlobOutputConfig {
         Ok(AzureBlobOutput {
             container: container_client(&account, &self.container)?,
             config: self.clone(),
-            created: AtomicBool::new(false),
         })
     }
 }
@@ -73,11 +71,10 @@ impl Output for AzureBlobOutput {
             )));
         }
         let result = match self.upload(&name, record).await {
-            Err(e)
-                if matches!(service_error(&e), Some((404, ref c)) if c == "ContainerNotFound")
-                    && !self.created.swap(true, Ordering::SeqCst) =>
+            Err(e) if matches!(service_error(&e), Some((404, ref c)) if c == "ContainerNotFound") =>
             {
                 tracing::info!(container = %self.config.container, "container does not exist; creating it");
+                // An error here (409: another write made it first) shows in the upload's own.
                 let _ = with_timeout(self.config.timeout.get(), self.container.create(None)).await;
                 self.upload(&name, record).await
             }
