@@ -651,3 +651,57 @@ async fn json_logs_are_one_object_per_line() {
         assert!(v["level"].is_string() && v["message"].is_string(), "{l}");
     }
 }
+
+/// An output's answer follows the pipeline's `retry_on` as the function's does: a 503 is
+/// retried to `max_attempts`, a 400 goes to the dead letter after one try.
+#[tokio::test]
+async fn an_output_status_outside_retry_on_is_dead_lettered_at_once() {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    let calls: Arc<Mutex<HashMap<u64, usize>>> = Arc::default();
+    let seen = calls.clone();
+    // Answers by the value's n: 1 → 400, 2 → 503, else 204.
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| async move {
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            let n = v["n"].as_u64().unwrap();
+            *seen.lock().unwrap().entry(n).or_default() += 1;
+            match n {
+                1 => axum::http::StatusCode::BAD_REQUEST,
+                2 => axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                _ => axum::http::StatusCode::NO_CONTENT,
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let g = Gateway::start(&http_pipeline(&format!(
+        "      - {{ name: hook, type: http, url: \"http://127.0.0.1:{port}/hook\" }}\n"
+    )))
+    .await;
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        ids.push(send(&g, serde_json::json!({ "n": n })).await);
+    }
+    for (id, code, attempts) in [(&ids[0], "400", "1"), (&ids[1], "503", "3")] {
+        let dead = g.path(&format!("dead/{id}.json"));
+        eventually(10, "dead letter", || dead.exists()).await;
+        let v = read_json(&dead);
+        assert_eq!(v["switchyarderrorcode"], code, "{v}");
+        assert_eq!(v["switchyardattempts"], attempts, "{v}");
+        assert!(v["switchyarderror"]
+            .as_str()
+            .unwrap()
+            .starts_with("output hook: destination answered"));
+    }
+    eventually(10, "third delivered", || {
+        calls.lock().unwrap().get(&3) == Some(&1)
+    })
+    .await;
+    assert!(!g.path(&format!("dead/{}.json", ids[2])).exists());
+    let calls = calls.lock().unwrap().clone();
+    assert_eq!(calls[&1], 1, "400 not retried");
+    assert_eq!(calls[&2], 3, "503 retried to max_attempts");
+}

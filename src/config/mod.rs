@@ -356,6 +356,12 @@ impl StatusRange {
     pub fn contains(&self, status: u16) -> bool {
         (self.0..=self.1).contains(&status)
     }
+
+    /// Whether `status` is in any of `ranges` (a `retry_on` list): the one rule the function's
+    /// answers and the outputs' statuses are both retried by.
+    pub fn any_contains(ranges: &[StatusRange], status: u16) -> bool {
+        ranges.iter().any(|r| r.contains(status))
+    }
 }
 
 impl<'de> Deserialize<'de> for StatusRange {

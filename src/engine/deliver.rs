@@ -4,7 +4,7 @@
 //! (`Delivered`, `DeadLettered`) only after the function answered and every output (or the
 //! dead letter) confirmed its write. Anything else leaves it unacknowledged.
 
-use crate::config::RetryConfig;
+use crate::config::{RetryConfig, StatusRange};
 use crate::invoker::{retry, Answer, FunctionService, Invocation, InvokeError, Target, Value};
 use crate::otel;
 use crate::telemetry::{OutputOutcome, PipelineMetrics};
@@ -201,6 +201,19 @@ impl Delivery {
         r
     }
 
+    /// Whether a failed write may pass on a later try. A destination's status follows the
+    /// pipeline's `retry_on`, as the function's does (by default 408, 429 and 5xx are retried,
+    /// so an output's 400 or 413 goes to the dead letter at once); the rest is the error's own
+    /// word (a connection error yes, an invalid value no).
+    fn output_retryable(&self, e: &OutputError) -> bool {
+        match e {
+            OutputError::Status { status, .. } => {
+                StatusRange::any_contains(&self.retry.retry_on, *status)
+            }
+            other => other.is_retryable(),
+        }
+    }
+
     /// Write one record, retrying retryable failures with the pipeline's backoff.
     async fn write_with_retry(
         &self,
@@ -216,7 +229,7 @@ impl Delivery {
                     tracing::Span::current().record("switchyard.attempts", attempt);
                     return Ok(());
                 }
-                Err(e) if e.is_retryable() && attempt < self.retry.max_attempts => {
+                Err(e) if self.output_retryable(&e) && attempt < self.retry.max_attempts => {
                     self.metrics.output(name, OutputOutcome::Retry);
                     let retry_after = match &e {
                         OutputError::Status { retry_after, .. } => *retry_after,

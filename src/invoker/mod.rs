@@ -107,7 +107,7 @@ impl InvokeError {
     /// Whether another attempt may succeed.
     pub fn is_retryable(&self, retry_on: &[StatusRange]) -> bool {
         match self {
-            Self::Status { status, .. } => retry_on.iter().any(|r| r.contains(*status)),
+            Self::Status { status, .. } => StatusRange::any_contains(retry_on, *status),
             Self::Timeout | Self::Connect(_) | Self::BadReply(_) => true,
             Self::Refused(_) => false,
         }
