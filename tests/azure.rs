@@ -30,6 +30,20 @@ pipelines:
     )
 }
 
+/// Wait (5 s at most) for the queue's approximate count to reach 0; on timeout, fail with the
+/// gateway's log.
+async fn wait_empty(q: &azure_storage_queue::QueueClient, g: &Gateway) {
+    let mut left = -1;
+    for _ in 0..50 {
+        left = count(q).await;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(left, 0, "queue empty; gateway log:\n{}", g.log());
+}
+
 /// Wait for `n` blobs under `out/`; on timeout, fail with the gateway's log.
 async fn wait_blobs(c: &azure_storage_blob::BlobContainerClient, n: usize, secs: u64, g: &Gateway) {
     let deadline = std::time::Instant::now() + Duration::from_secs(secs);
@@ -72,15 +86,7 @@ async fn thousand_queue_messages_become_blobs_none_lost_queue_empty() {
     );
     // Every message was deleted after delivery: the queue ends empty (the approximate count
     // catches up with deletes at once on the emulator).
-    let mut left = -1;
-    for _ in 0..50 {
-        left = count(&q).await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(left, 0, "queue empty; gateway log:\n{}", g.log());
+    wait_empty(&q, &g).await;
     let calls = g.function_log().len();
     assert!(calls >= N, "the function saw every message ({calls} calls)");
     let first = &g.function_log()[0]["headers"];
@@ -123,15 +129,7 @@ async fn a_container_deleted_twice_under_a_blob_output_is_made_again() {
         assert_eq!(blobs[0]["n"], n);
     }
     // Each message was deleted after its write: none is left for a redelivery.
-    let mut left = -1;
-    for _ in 0..50 {
-        left = count(&q).await;
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(left, 0, "queue empty; gateway log:\n{}", g.log());
+    wait_empty(&q, &g).await;
 }
 
 #[tokio::test]
