@@ -503,21 +503,18 @@ pipelines:
     let (status, _) = g.post("/in", r#"{"n":1}"#).await;
     assert_eq!(status, 202);
     assert_eq!(drain(&q, 10, |v| !v.is_empty()).await.len(), 1);
-    q.delete(None).await.unwrap();
-    let (status, _) = g.post("/in", r#"{"n":2}"#).await;
-    assert_eq!(status, 202);
-    let again = decode_json(&drain(&q, 20, |v| !v.is_empty()).await);
-    assert_eq!(again.len(), 1, "written to the queue created again");
-    assert_eq!(again[0]["n"], 2);
-    // And again: every write that finds the queue missing creates it, not only the first.
-    q.delete(None).await.unwrap();
-    let (status, _) = g.post("/in", r#"{"n":3}"#).await;
-    assert_eq!(status, 202);
-    let third = decode_json(&drain(&q, 20, |v| !v.is_empty()).await);
-    assert_eq!(third.len(), 1, "written to the queue created a second time");
-    assert_eq!(third[0]["n"], 3);
-    assert!(
-        std::fs::read_dir(g.path("dead")).map_or(true, |d| d.count() == 1),
+    // Each time, not only the first: every write that finds the queue missing creates it.
+    for (n, what) in [(2, "created again"), (3, "created a second time")] {
+        q.delete(None).await.unwrap();
+        let (status, _) = g.post("/in", format!(r#"{{"n":{n}}}"#)).await;
+        assert_eq!(status, 202);
+        let written = decode_json(&drain(&q, 20, |v| !v.is_empty()).await);
+        assert_eq!(written.len(), 1, "written to the queue {what}");
+        assert_eq!(written[0]["n"], n);
+    }
+    assert_eq!(
+        std::fs::read_dir(g.path("dead")).unwrap().count(),
+        1,
         "only the refused write was dead-lettered"
     );
 }

@@ -13,9 +13,10 @@
 //!
 //! It writes `bench/results/<date>.md` and `<date>.svg`. Knobs (environment): `BENCH_SCENARIOS`
 //! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
-//! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10), `BENCH_LATENCY_SHARES` (default `0.5,0.8`),
-//! `BENCH_GATEWAY` (the switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no
-//! peer), `BENCH_OUT` (results folder), `BENCH_KEEP` (set: keep the processes' logs),
+//! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10),
+//! `BENCH_LATENCY_SHARES` (the latency steps' loads, default `0.5,0.8`), `BENCH_GATEWAY` (the
+//! switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no peer), `BENCH_OUT`
+//! (results folder), `BENCH_KEEP` (set: keep the processes' logs),
 //! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`), `BENCH_GATEWAY_THREADS` (the
 //! gateway's runtime worker threads; default: one per core), `BENCH_ROUNDS` (end-to-end drains
 //! per runner, in turn and in a rotating order; the report gives each runner's median round and
