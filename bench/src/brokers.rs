@@ -21,6 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_azure_storage::connection::Service;
@@ -234,7 +235,17 @@ impl Broker {
                     .expect("confirm mode");
                 Publisher::Rabbit(ch, name.to_string())
             }
-            Kind::JetStream => Publisher::Jet(self.js().clone(), format!("{name}.x")),
+            Kind::JetStream => {
+                // Every publisher's ids differ from every other's, in this run and the next.
+                static PUBLISHERS: AtomicU64 = AtomicU64::new(0);
+                let n = PUBLISHERS.fetch_add(1, Ordering::Relaxed);
+                Publisher::Jet(
+                    self.js().clone(),
+                    format!("{name}.x"),
+                    format!("{}-{n}-", std::process::id()),
+                    AtomicU64::new(0),
+                )
+            }
             Kind::AzureQueue => Publisher::Azure(Arc::new(azure_queue(name))),
         }
     }
@@ -490,7 +501,11 @@ fn azure_queue(name: &str) -> QueueClient {
 pub enum Publisher {
     Kafka(FutureProducer, String),
     Rabbit(Channel, String),
-    Jet(async_nats::jetstream::Context, String),
+    /// The context, the subject, this publisher's id prefix and the count of its messages: each
+    /// message carries a `Nats-Msg-Id`, as the gateway's JetStream output writes by default
+    /// (`deduplicate: true`), so the server's duplicate tracking is in the publish ceiling and
+    /// in the hand-written bridge as it is in the gateway and the peer.
+    Jet(async_nats::jetstream::Context, String, String, AtomicU64),
     Azure(Arc<QueueClient>),
 }
 
@@ -530,9 +545,12 @@ impl Publisher {
                 }
                 .boxed()
             }
-            Publisher::Jet(js, subject) => {
+            Publisher::Jet(js, subject, prefix, sent) => {
+                let mut headers = async_nats::HeaderMap::new();
+                let n = sent.fetch_add(1, Ordering::Relaxed);
+                headers.insert("Nats-Msg-Id", format!("{prefix}{n}").as_str());
                 let ack = js
-                    .publish(subject.clone(), body.into())
+                    .publish_with_headers(subject.clone(), headers, body.into())
                     .await
                     .expect("jetstream publish");
                 async move {
