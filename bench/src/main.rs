@@ -15,7 +15,9 @@
 //! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
 //! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10),
 //! `BENCH_LATENCY_SHARES` (the latency steps' loads, default `0.5,0.8`), `BENCH_GATEWAY` (the
-//! switchyard binary), `BENCH_PEER` (the mq-bridge-app binary; unset: no peer), `BENCH_OUT`
+//! switchyard binary), `BENCH_GATEWAY_B` (a second switchyard binary, run as one more runner
+//! in the same rounds; the report gives its ratios to the first round by round),
+//! `BENCH_PEER` (the mq-bridge-app binary; unset: no peer), `BENCH_OUT`
 //! (results folder), `BENCH_KEEP` (set: keep the processes' logs),
 //! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`), `BENCH_GATEWAY_THREADS` (the
 //! gateway's runtime worker threads; default: one per core), `BENCH_ROUNDS` (end-to-end drains
@@ -30,8 +32,8 @@ use brokers::{Broker, Kind, Msg, Publisher};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
 use procs::{cpu_of, free_port, mem_mib, own_cpu_seconds, pid_on_port, wait_port, Proc};
-use report::{Latency, Row, Scenario, PEER, RAW, RUNNERS, SWITCHYARD};
-use std::path::PathBuf;
+use report::{Latency, Row, Scenario, PEER, RAW, RUNNERS, SWITCHYARD, SWITCHYARD_B};
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -170,6 +172,8 @@ struct Bench {
     echo: Proc,
     echo_url: String,
     gateway: PathBuf,
+    /// A second switchyard build to compare with the first (`BENCH_GATEWAY_B`).
+    gateway_b: Option<PathBuf>,
     peer: Option<PathBuf>,
     dir: PathBuf,
     client: reqwest::Client,
@@ -185,8 +189,23 @@ impl Bench {
         self.echo.pid()
     }
 
+    /// The runners of a scenario: `RUNNERS`, with `SWITCHYARD_B` after switchyard when set.
+    fn runners(&self) -> Vec<&'static str> {
+        let mut r = RUNNERS.to_vec();
+        if self.gateway_b.is_some() {
+            r.insert(1, SWITCHYARD_B);
+        }
+        r
+    }
+
     /// Start switchyard on `pipeline` (trigger and outputs); waits for /readyz.
     async fn start_gateway(&self, pipeline: &str, ingress: Option<u16>) -> Proc {
+        self.start_gateway_from(&self.gateway, pipeline, ingress)
+            .await
+    }
+
+    /// Start the switchyard binary `bin` on `pipeline`; waits for /readyz.
+    async fn start_gateway_from(&self, bin: &Path, pipeline: &str, ingress: Option<u16>) -> Proc {
         let admin = free_port();
         let ingress = ingress
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
@@ -197,7 +216,7 @@ impl Bench {
         );
         let cfg = self.dir.join(format!("switchyard-{admin}.yaml"));
         std::fs::write(&cfg, yaml).expect("write config");
-        let mut cmd = Command::new(&self.gateway);
+        let mut cmd = Command::new(bin);
         cmd.args(["run", "-c"]).arg(&cfg).env(
             "RUST_LOG",
             std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
@@ -391,6 +410,13 @@ async fn start_runner(
             b.start_gateway(&broker.gateway_pipeline(input, output), None)
                 .await,
         )),
+        SWITCHYARD_B => {
+            let bin = b.gateway_b.as_deref().ok_or("BENCH_GATEWAY_B is unset.")?;
+            Ok(Running::Process(
+                b.start_gateway_from(bin, &broker.gateway_pipeline(input, output), None)
+                    .await,
+            ))
+        }
         RAW => Ok(Running::Task(raw_bridge(b, broker, input, output).await)),
         _ => {
             let (pin, pout) = broker
@@ -613,6 +639,35 @@ impl Rounds {
                 listed.join("; ")
             ));
         }
+        if let Some(pairs) = self.paired(SWITCHYARD_B, SWITCHYARD) {
+            s.note(&format!(
+                "{SWITCHYARD_B} ÷ {SWITCHYARD}, round by round (the two ran one after the \
+                 other in each round, so the machine's drift mostly cancels): msg/s {}; gateway CPU \
+                 per message {}.",
+                pairs
+                    .iter()
+                    .map(|(r, _)| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                pairs
+                    .iter()
+                    .map(|(_, c)| format!("{c:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+            ));
+        }
+    }
+
+    /// `a`'s rate and CPU per message over `b`'s, round by round, when both ran every round.
+    fn paired(&self, a: &str, b: &str) -> Option<Vec<(f64, f64)>> {
+        let rows = |name: &str| self.rows.iter().find(|(n, _)| n == name).map(|(_, r)| r);
+        let (ra, rb) = (rows(a)?, rows(b)?);
+        (ra.len() == rb.len()).then(|| {
+            ra.iter()
+                .zip(rb)
+                .map(|(x, y)| (x.rate / y.rate, x.cpu_us / y.cpu_us))
+                .collect()
+        })
     }
 }
 
@@ -664,8 +719,9 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     // End to end from a backlog: switchyard, the hand-written bridge, the peer.
     let all = |pid: u32| vec![pid, broker_pid, b.echo_pid()];
     let mut rounds = Rounds::default();
+    let runners = b.runners();
     for round in 0..b.rounds {
-        for runner in rotated(&RUNNERS, round) {
+        for &runner in rotated(&runners, round) {
             if rounds.failed(runner) {
                 continue;
             }
@@ -699,12 +755,12 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
             rounds.add(runner, round, row);
         }
     }
-    rounds.record(&mut s, &RUNNERS);
+    rounds.record(&mut s, &runners);
 
     // Latency, open loop, at 50% and 80% of switchyard's maximum.
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
     let secs = b.latency_secs;
-    for runner in RUNNERS {
+    for runner in runners {
         let (input, output) = (unique("lin"), unique("lout"));
         broker.create(&input).await;
         broker.create(&output).await;
@@ -716,6 +772,8 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
         if runner == SWITCHYARD {
             tokio::time::sleep(Duration::from_secs(2)).await;
             s.rss_idle = mem_mib(running.pid(), "VmRSS:");
+        } else if runner == SWITCHYARD_B {
+            tokio::time::sleep(Duration::from_secs(2)).await;
         } else if runner == PEER {
             // It has no readiness endpoint.
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -772,6 +830,17 @@ async fn http_scenario(b: &Bench) -> Scenario {
     s.rss_idle = mem_mib(gw.pid(), "VmRSS:");
     let gw_url = format!("http://127.0.0.1:{ingress}/in");
     let mut runners: Vec<(&str, String, Proc)> = vec![(SWITCHYARD, gw_url, gw)];
+    if let Some(bin) = &b.gateway_b {
+        let ingress = free_port();
+        let gw = b
+            .start_gateway_from(
+                bin,
+                "    trigger: { type: http, path: /in, response: sync }\n    outputs: []\n",
+                Some(ingress),
+            )
+            .await;
+        runners.push((SWITCHYARD_B, format!("http://127.0.0.1:{ingress}/in"), gw));
+    }
     let port = free_port();
     if let Some(peer) = b
         .start_peer(
@@ -864,6 +933,14 @@ async fn main() {
         "no switchyard binary at {} (cargo build --release, or set BENCH_GATEWAY)",
         gateway.display()
     );
+    let gateway_b = std::env::var_os("BENCH_GATEWAY_B").map(PathBuf::from);
+    if let Some(g) = &gateway_b {
+        assert!(
+            g.exists(),
+            "BENCH_GATEWAY_B names {}, which does not exist",
+            g.display()
+        );
+    }
     let peer = std::env::var_os("BENCH_PEER").map(PathBuf::from);
     if let Some(p) = &peer {
         assert!(
@@ -888,6 +965,7 @@ async fn main() {
         echo,
         echo_url: format!("http://127.0.0.1:{echo_port}/"),
         gateway,
+        gateway_b,
         peer,
         dir: dir.clone(),
         client: reqwest::Client::builder()
@@ -960,6 +1038,44 @@ mod tests {
         assert!(s.runs[1].1.ok);
         assert!(s.notes[0].contains("a 30 / 10 / 20"), "{}", s.notes[0]);
         assert_eq!(median(&[row(5.0, true), row(1.0, true)]).rate, 1.0);
+    }
+
+    #[test]
+    fn a_second_build_is_compared_round_by_round() {
+        let mut r = Rounds::default();
+        for (a, b) in [(100.0, 110.0), (50.0, 60.0)] {
+            r.add(
+                SWITCHYARD,
+                0,
+                Row {
+                    cpu_us: 40.0,
+                    ..row(a, true)
+                },
+            );
+            r.add(
+                SWITCHYARD_B,
+                0,
+                Row {
+                    cpu_us: 30.0,
+                    ..row(b, true)
+                },
+            );
+        }
+        let mut s = Scenario::new("x", 10);
+        r.record(&mut s, &[SWITCHYARD, SWITCHYARD_B]);
+        let note = s
+            .notes
+            .iter()
+            .find(|n| n.starts_with(SWITCHYARD_B))
+            .expect("a note");
+        assert!(note.contains("msg/s 1.10 / 1.20"), "{note}");
+        assert!(note.contains("per message 0.75 / 0.75"), "{note}");
+        // Without the second build there is no such note.
+        let mut r = Rounds::default();
+        r.add(SWITCHYARD, 0, row(1.0, true));
+        let mut s = Scenario::new("x", 10);
+        r.record(&mut s, &[SWITCHYARD]);
+        assert!(s.notes.iter().all(|n| !n.starts_with(SWITCHYARD_B)));
     }
 
     #[test]

@@ -143,6 +143,9 @@ fn cpu_model() -> String {
 pub const SWITCHYARD: &str = "switchyard";
 pub const PEER: &str = "peer (mq-bridge-app)";
 pub const RAW: &str = "hand-written bridge";
+/// A second switchyard build (`BENCH_GATEWAY_B`), run in the same rounds to compare two builds
+/// under the same machine state; not in the summary, the targets or the chart.
+pub const SWITCHYARD_B: &str = "switchyard B";
 /// Every runner of an end-to-end scenario, in the order they run.
 pub const RUNNERS: [&str; 3] = [SWITCHYARD, RAW, PEER];
 
