@@ -921,6 +921,17 @@ fn raise_file_limit() {
     }
 }
 
+/// The binary the environment variable `var` names, if set; it must exist.
+fn binary_from(var: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(var).map(PathBuf::from)?;
+    assert!(
+        path.exists(),
+        "{var} names {}, which does not exist",
+        path.display()
+    );
+    Some(path)
+}
+
 #[tokio::main]
 async fn main() {
     raise_file_limit();
@@ -933,22 +944,8 @@ async fn main() {
         "no switchyard binary at {} (cargo build --release, or set BENCH_GATEWAY)",
         gateway.display()
     );
-    let gateway_b = std::env::var_os("BENCH_GATEWAY_B").map(PathBuf::from);
-    if let Some(g) = &gateway_b {
-        assert!(
-            g.exists(),
-            "BENCH_GATEWAY_B names {}, which does not exist",
-            g.display()
-        );
-    }
-    let peer = std::env::var_os("BENCH_PEER").map(PathBuf::from);
-    if let Some(p) = &peer {
-        assert!(
-            p.exists(),
-            "BENCH_PEER names {}, which does not exist",
-            p.display()
-        );
-    }
+    let gateway_b = binary_from("BENCH_GATEWAY_B");
+    let peer = binary_from("BENCH_PEER");
     let echo_bin = std::env::current_exe()
         .expect("own path")
         .with_file_name("bench-echo");
