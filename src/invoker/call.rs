@@ -445,7 +445,7 @@ fn azure_request(inv: &Invocation, events: &[Event]) -> serde_json::Value {
     let first = &events[0];
     let mut meta = serde_json::Map::new();
     for (k, v) in switchyard_sdk::cloudevents::attributes(first) {
-        meta.insert(k, v.into());
+        meta.insert(k.to_string(), v.into_owned().into());
     }
     for (k, v) in &first.metadata {
         meta.entry(k.clone()).or_insert_with(|| v.clone());

@@ -5,7 +5,9 @@ use crate::output::Record;
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use base64::Engine;
-use chrono::SecondsFormat;
+use chrono::{DateTime, SecondsFormat, Utc};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
 
 /// The CloudEvents spec version switchyard speaks.
 pub const SPEC_VERSION: &str = "1.0";
@@ -53,22 +55,43 @@ fn extension_header(name: &str) -> Option<HeaderName> {
 
 /// The attributes of an event as (name, value) pairs, without data: the required ones, then
 /// the optional ones that are set, then the extensions.
-pub fn attributes(event: &Event) -> Vec<(String, String)> {
-    let mut attrs = vec![
-        ("specversion".to_string(), SPEC_VERSION.to_string()),
-        ("id".to_string(), event.id.clone()),
-        ("source".to_string(), event.source.clone()),
-        ("type".to_string(), event.ty.clone()),
+pub fn attributes(event: &Event) -> Vec<(&str, Cow<'_, str>)> {
+    attribute_list(
+        &event.id,
+        &event.source,
+        &event.ty,
+        &event.time,
+        event.subject.as_deref(),
+        &event.extensions,
+    )
+}
+
+/// The one list behind [`attributes`] and [`Record::attributes`]: an event and a record carry
+/// the same attributes in fields of the same names.
+pub(crate) fn attribute_list<'a>(
+    id: &'a str,
+    source: &'a str,
+    ty: &'a str,
+    time: &DateTime<Utc>,
+    subject: Option<&'a str>,
+    extensions: &'a BTreeMap<String, String>,
+) -> Vec<(&'a str, Cow<'a, str>)> {
+    let mut attrs = Vec::with_capacity(6 + extensions.len());
+    attrs.extend([
+        ("specversion", SPEC_VERSION.into()),
+        ("id", id.into()),
+        ("source", source.into()),
+        ("type", ty.into()),
         (
-            "time".to_string(),
-            event.time.to_rfc3339_opts(SecondsFormat::AutoSi, true),
+            "time",
+            time.to_rfc3339_opts(SecondsFormat::AutoSi, true).into(),
         ),
-    ];
-    if let Some(s) = &event.subject {
-        attrs.push(("subject".into(), s.clone()));
+    ]);
+    if let Some(s) = subject {
+        attrs.push(("subject", s.into()));
     }
-    for (k, v) in &event.extensions {
-        attrs.push((k.clone(), v.clone()));
+    for (k, v) in extensions {
+        attrs.push((k.as_str(), v.as_str().into()));
     }
     attrs
 }
@@ -131,7 +154,7 @@ pub fn record_headers(record: &Record) -> HeaderMap {
 pub fn to_json(event: &Event) -> serde_json::Value {
     let mut obj = serde_json::Map::new();
     for (k, v) in attributes(event) {
-        obj.insert(k, v.into());
+        obj.insert(k.to_string(), v.into_owned().into());
     }
     obj.insert(
         "datacontenttype".into(),

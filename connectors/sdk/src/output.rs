@@ -68,25 +68,14 @@ impl Record {
     /// content type is left to each binding (a property, a header of its own). Each output adds
     /// its binding's prefix (`ce_` Kafka, `cloudEvents:` AMQP).
     pub fn attributes(&self) -> Vec<(&str, std::borrow::Cow<'_, str>)> {
-        let mut attrs = vec![
-            ("specversion", "1.0".into()),
-            ("id", self.id.as_str().into()),
-            ("source", self.source.as_str().into()),
-            ("type", self.ty.as_str().into()),
-            (
-                "time",
-                self.time
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-                    .into(),
-            ),
-        ];
-        if let Some(s) = &self.subject {
-            attrs.push(("subject", s.as_str().into()));
-        }
-        for (k, v) in &self.extensions {
-            attrs.push((k.as_str(), v.as_str().into()));
-        }
-        attrs
+        crate::cloudevents::attribute_list(
+            &self.id,
+            &self.source,
+            &self.ty,
+            &self.time,
+            self.subject.as_deref(),
+            &self.extensions,
+        )
     }
 }
 
