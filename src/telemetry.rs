@@ -104,7 +104,33 @@ pub fn init_tracing(
         .with(fmt.with_filter(filter))
         .with(spans)
         .init();
+    log_panics();
     Ok(guard)
+}
+
+/// Report every panic as one log event at error level, with its message, where it happened
+/// and the thread (and the backtrace when `RUST_BACKTRACE` asks for one), instead of the
+/// default hook's plain text on stderr: with `--log-format json` a panic stays one JSON line
+/// that a log shipper can parse. A panic that is caught (an output's client library that
+/// asserts on a value) is logged so too, and then handled where it was caught.
+pub fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "(a panic without a message)".into());
+        let location = info.location().map(|l| l.to_string()).unwrap_or_default();
+        let thread = std::thread::current();
+        let thread = thread.name().unwrap_or("unnamed");
+        let backtrace = std::backtrace::Backtrace::capture();
+        if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+            tracing::error!(panic = %message, %location, thread, %backtrace, "panicked");
+        } else {
+            tracing::error!(panic = %message, %location, thread, "panicked");
+        }
+    }));
 }
 
 /// The metric handles of one pipeline, registered once, so the hot path does no label
