@@ -115,12 +115,8 @@ pub fn init_tracing(
 /// asserts on a value) is logged so too, and then handled where it was caught.
 pub fn log_panics() {
     std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(a panic without a message)".into());
+        let message =
+            panic_message(info.payload()).unwrap_or_else(|| "(a panic without a message)".into());
         let location = info.location().map(|l| l.to_string()).unwrap_or_default();
         let thread = std::thread::current();
         let thread = thread.name().unwrap_or("unnamed");
@@ -131,6 +127,14 @@ pub fn log_panics() {
             tracing::error!(panic = %message, %location, thread, "panicked");
         }
     }));
+}
+
+/// The message a panic was raised with (`panic!("...")` makes a `&str` or a `String`), if any.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<String> {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
 }
 
 /// The metric handles of one pipeline, registered once, so the hot path does no label

@@ -309,11 +309,8 @@ async fn guarded_write(out: &dyn Output, record: &Record) -> Result<(), OutputEr
     {
         Ok(r) => r,
         Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "no message".into());
+            let what =
+                crate::telemetry::panic_message(&*panic).unwrap_or_else(|| "no message".into());
             Err(OutputError::Invalid(format!("the output panicked: {what}")))
         }
     }
