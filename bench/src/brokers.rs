@@ -239,12 +239,12 @@ impl Broker {
                 // Every publisher's ids differ from every other's, in this run and the next.
                 static PUBLISHERS: AtomicU64 = AtomicU64::new(0);
                 let n = PUBLISHERS.fetch_add(1, Ordering::Relaxed);
-                Publisher::Jet(
-                    self.js().clone(),
-                    format!("{name}.x"),
-                    format!("{}-{n}-", std::process::id()),
-                    AtomicU64::new(0),
-                )
+                Publisher::Jet {
+                    js: self.js().clone(),
+                    subject: format!("{name}.x"),
+                    id_prefix: format!("{}-{n}-", std::process::id()),
+                    sent: AtomicU64::new(0),
+                }
             }
             Kind::AzureQueue => Publisher::Azure(Arc::new(azure_queue(name))),
         }
@@ -501,11 +501,16 @@ fn azure_queue(name: &str) -> QueueClient {
 pub enum Publisher {
     Kafka(FutureProducer, String),
     Rabbit(Channel, String),
-    /// The context, the subject, this publisher's id prefix and the count of its messages: each
-    /// message carries a `Nats-Msg-Id`, as the gateway's JetStream output writes by default
-    /// (`deduplicate: true`), so the server's duplicate tracking is in the publish ceiling and
-    /// in the hand-written bridge as it is in the gateway and the peer.
-    Jet(async_nats::jetstream::Context, String, String, AtomicU64),
+    /// Each message carries a `Nats-Msg-Id` (`id_prefix` and the count `sent` before it), as
+    /// the gateway's JetStream output writes by default (`deduplicate: true`), so the server's
+    /// duplicate tracking is in the publish ceiling and in the hand-written bridge as it is in
+    /// the gateway and the peer.
+    Jet {
+        js: async_nats::jetstream::Context,
+        subject: String,
+        id_prefix: String,
+        sent: AtomicU64,
+    },
     Azure(Arc<QueueClient>),
 }
 
@@ -545,10 +550,15 @@ impl Publisher {
                 }
                 .boxed()
             }
-            Publisher::Jet(js, subject, prefix, sent) => {
+            Publisher::Jet {
+                js,
+                subject,
+                id_prefix,
+                sent,
+            } => {
                 let mut headers = async_nats::HeaderMap::new();
                 let n = sent.fetch_add(1, Ordering::Relaxed);
-                headers.insert("Nats-Msg-Id", format!("{prefix}{n}").as_str());
+                headers.insert("Nats-Msg-Id", format!("{id_prefix}{n}").as_str());
                 let ack = js
                     .publish_with_headers(subject.clone(), headers, body.into())
                     .await

@@ -198,14 +198,17 @@ impl Bench {
         r
     }
 
-    /// Start switchyard on `pipeline` (trigger and outputs); waits for /readyz.
-    async fn start_gateway(&self, pipeline: &str, ingress: Option<u16>) -> Proc {
-        self.start_gateway_from(&self.gateway, pipeline, ingress)
-            .await
+    /// The binary of a switchyard runner (`SWITCHYARD`, or `SWITCHYARD_B` when set).
+    fn gateway_of(&self, runner: &str) -> Option<&Path> {
+        match runner {
+            SWITCHYARD => Some(&self.gateway),
+            SWITCHYARD_B => self.gateway_b.as_deref(),
+            _ => None,
+        }
     }
 
-    /// Start the switchyard binary `bin` on `pipeline`; waits for /readyz.
-    async fn start_gateway_from(&self, bin: &Path, pipeline: &str, ingress: Option<u16>) -> Proc {
+    /// Start the switchyard binary `bin` on `pipeline` (trigger and outputs); waits for /readyz.
+    async fn start_gateway(&self, bin: &Path, pipeline: &str, ingress: Option<u16>) -> Proc {
         let admin = free_port();
         let ingress = ingress
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
@@ -406,14 +409,10 @@ async fn start_runner(
     output: &str,
 ) -> Result<Running, &'static str> {
     match runner {
-        SWITCHYARD => Ok(Running::Process(
-            b.start_gateway(&broker.gateway_pipeline(input, output), None)
-                .await,
-        )),
-        SWITCHYARD_B => {
-            let bin = b.gateway_b.as_deref().ok_or("BENCH_GATEWAY_B is unset.")?;
+        SWITCHYARD | SWITCHYARD_B => {
+            let bin = b.gateway_of(runner).ok_or("BENCH_GATEWAY_B is unset.")?;
             Ok(Running::Process(
-                b.start_gateway_from(bin, &broker.gateway_pipeline(input, output), None)
+                b.start_gateway(bin, &broker.gateway_pipeline(input, output), None)
                     .await,
             ))
         }
@@ -769,11 +768,11 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
             broker.remove(&output).await;
             continue;
         };
-        if runner == SWITCHYARD {
+        if b.gateway_of(runner).is_some() {
             tokio::time::sleep(Duration::from_secs(2)).await;
-            s.rss_idle = mem_mib(running.pid(), "VmRSS:");
-        } else if runner == SWITCHYARD_B {
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            if runner == SWITCHYARD {
+                s.rss_idle = mem_mib(running.pid(), "VmRSS:");
+            }
         } else if runner == PEER {
             // It has no readiness endpoint.
             tokio::time::sleep(Duration::from_secs(3)).await;
@@ -819,27 +818,24 @@ async fn http_scenario(b: &Bench) -> Scenario {
         row,
     );
 
-    let ingress = free_port();
-    let gw = b
-        .start_gateway(
-            "    trigger: { type: http, path: /in, response: sync }\n    outputs: []\n",
-            Some(ingress),
-        )
-        .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    s.rss_idle = mem_mib(gw.pid(), "VmRSS:");
-    let gw_url = format!("http://127.0.0.1:{ingress}/in");
-    let mut runners: Vec<(&str, String, Proc)> = vec![(SWITCHYARD, gw_url, gw)];
-    if let Some(bin) = &b.gateway_b {
+    let mut runners: Vec<(&str, String, Proc)> = Vec::new();
+    for name in [SWITCHYARD, SWITCHYARD_B] {
+        let Some(bin) = b.gateway_of(name) else {
+            continue;
+        };
         let ingress = free_port();
         let gw = b
-            .start_gateway_from(
+            .start_gateway(
                 bin,
                 "    trigger: { type: http, path: /in, response: sync }\n    outputs: []\n",
                 Some(ingress),
             )
             .await;
-        runners.push((SWITCHYARD_B, format!("http://127.0.0.1:{ingress}/in"), gw));
+        if name == SWITCHYARD {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            s.rss_idle = mem_mib(gw.pid(), "VmRSS:");
+        }
+        runners.push((name, format!("http://127.0.0.1:{ingress}/in"), gw));
     }
     let port = free_port();
     if let Some(peer) = b
