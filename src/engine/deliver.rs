@@ -293,8 +293,6 @@ fn failure_of(e: &InvokeError, attempts: u32) -> Failure {
     }
 }
 
-/// The dead-letter value: the original event as a structured CloudEvent with the error
-/// extensions `switchyarderror`, `switchyarderrorcode`, `switchyardattempts`.
 /// An output's write with its panics caught. A client library may assert on a value it cannot
 /// carry (async-nats on a line break in a header, lapin on a string over 255 bytes; both now
 /// handled before the call). Such a panic is about this record: it becomes an invalid write,
@@ -316,6 +314,8 @@ async fn guarded_write(out: &dyn Output, record: &Record) -> Result<(), OutputEr
     }
 }
 
+/// The dead-letter value: the original event as a structured CloudEvent with the error
+/// extensions `switchyarderror`, `switchyarderrorcode`, `switchyardattempts`.
 fn dead_letter_record(pipeline: &str, event: &Event, f: &Failure) -> Record {
     let mut e = event.clone();
     e.set_extension("switchyarderror", f.message.clone());
