@@ -261,7 +261,11 @@ pub fn read_jsonl(p: &Path) -> Vec<serde_json::Value> {
     if let Ok(mut f) = std::fs::File::open(p) {
         f.read_to_string(&mut s).unwrap();
     }
-    s.lines()
+    // A line the function is still appending (another process writes this file while the
+    // test polls it) has no newline yet: it is left for the next read, not parsed half-written.
+    let complete = s.rfind('\n').map_or("", |end| &s[..end]);
+    complete
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
         .collect()
