@@ -2,24 +2,32 @@
 //! `Nats-Msg-Id` header so JetStream deduplicates a repeated write.
 
 use crate::config::NatsOutputConfig;
-use async_nats::{HeaderMap, HeaderName, HeaderValue};
+use async_nats::jetstream::context::PublishAckFuture;
+use async_nats::{HeaderMap, HeaderName, HeaderValue, Subject};
 use async_trait::async_trait;
+use bytes::Bytes;
 use switchyard_sdk::cloudevents::encode_header_value;
 use switchyard_sdk::error::{BuildError, OutputError};
 use switchyard_sdk::{Output, Record};
-use tokio::sync::OnceCell;
+use tokio::sync::{mpsc, oneshot, OnceCell};
 
 /// Publishes values; connects on first use and reconnects by itself.
 pub struct NatsOutput {
     config: NatsOutputConfig,
-    conn: OnceCell<Conn>,
+    conn: OnceCell<mpsc::Sender<Job>>,
 }
 
-/// The connection, and the JetStream context on it (made once, not per write).
-struct Conn {
-    client: async_nats::Client,
-    js: async_nats::jetstream::Context,
+/// One write handed to the publishing task.
+struct Job {
+    subject: Subject,
+    headers: HeaderMap,
+    payload: Bytes,
+    /// JetStream: the future of the PubAck; core: `None` once the batch is flushed.
+    sent: oneshot::Sender<Result<Option<PublishAckFuture>, OutputError>>,
 }
+
+/// The most writes the publishing task takes in one round.
+const BATCH: usize = 256;
 
 impl NatsOutputConfig {
     /// Build the output.
@@ -38,7 +46,9 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> OutputError {
 }
 
 impl NatsOutput {
-    async fn conn(&self) -> Result<&Conn, OutputError> {
+    /// The publishing task's queue; the first call connects and starts the task, which ends
+    /// when the output is dropped.
+    async fn conn(&self) -> Result<&mpsc::Sender<Job>, OutputError> {
         self.conn
             .get_or_try_init(|| async {
                 let client = async_nats::ConnectOptions::new()
@@ -46,10 +56,75 @@ impl NatsOutput {
                     .connect(self.config.url.expose())
                     .await
                     .map_err(err)?;
-                let js = async_nats::jetstream::new(client.clone());
-                Ok(Conn { client, js })
+                let (tx, rx) = mpsc::channel(BATCH * 4);
+                tokio::spawn(publish(client, self.config.jetstream, rx));
+                Ok(tx)
             })
             .await
+    }
+}
+
+/// Publish every write from one task, in rounds. async-nats's connection task writes what is
+/// queued for it each time it runs, and tokio runs a task woken by another right after that
+/// one yields, so a publish from each caller's own task is one `write(2)` (and one NATS
+/// frame) per message. Here a round takes what is queued, yields once so the writes that
+/// other tasks on this worker are about to make join it, and hands the whole round to the
+/// client before the connection task runs: one `write(2)` for the round. The yield costs
+/// nothing when the worker is idle (nothing else runs before the task is back).
+async fn publish(client: async_nats::Client, jetstream: bool, mut rx: mpsc::Receiver<Job>) {
+    let js = async_nats::jetstream::new(client.clone());
+    let mut round = Vec::with_capacity(BATCH);
+    loop {
+        if rx.recv_many(&mut round, BATCH).await == 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+        while round.len() < BATCH {
+            match rx.try_recv() {
+                Ok(job) => round.push(job),
+                Err(_) => break,
+            }
+        }
+        if jetstream {
+            for job in round.drain(..) {
+                let sent = js
+                    .publish_with_headers(job.subject, job.headers, job.payload)
+                    .await
+                    .map(Some)
+                    .map_err(err);
+                let _ = job.sent.send(sent);
+            }
+        } else {
+            let mut queued = Vec::with_capacity(round.len());
+            for job in round.drain(..) {
+                match client
+                    .publish_with_headers(job.subject, job.headers, job.payload)
+                    .await
+                {
+                    Ok(()) => queued.push(job.sent),
+                    Err(e) => {
+                        let _ = job.sent.send(Err(err(e)));
+                    }
+                }
+            }
+            // Flushed once for the round: each write is on the socket when its caller hears.
+            let flushed = client.flush().await;
+            for sent in queued {
+                let _ = sent.send(match &flushed {
+                    Ok(()) => Ok(None),
+                    Err(e) => Err(OutputError::Connect {
+                        source: e.to_string().into(),
+                    }),
+                });
+            }
+        }
+    }
+}
+
+/// The publishing task is gone: only after the output itself is (it holds the sender).
+fn stopped() -> OutputError {
+    OutputError::Connect {
+        source: "the nats publishing task has stopped".into(),
     }
 }
 
@@ -124,23 +199,20 @@ impl Output for NatsOutput {
                 "{subject:?} is not a NATS subject (empty, whitespace, or an empty token)"
             ))
         })?;
-        let conn = self.conn().await?;
+        let queue = self.conn().await?;
         let headers = headers(record, self.config.jetstream && self.config.deduplicate);
         let timeout = self.config.timeout.get();
         let work = async {
-            if self.config.jetstream {
-                conn.js
-                    .publish_with_headers(subject, headers, record.data.clone())
-                    .await
-                    .map_err(err)?
-                    .await
-                    .map_err(err)?;
-            } else {
-                conn.client
-                    .publish_with_headers(subject, headers, record.data.clone())
-                    .await
-                    .map_err(err)?;
-                conn.client.flush().await.map_err(err)?;
+            let (sent, heard) = oneshot::channel();
+            let job = Job {
+                subject,
+                headers,
+                payload: record.data.clone(),
+                sent,
+            };
+            queue.send(job).await.map_err(|_| stopped())?;
+            if let Some(ack) = heard.await.map_err(|_| stopped())?? {
+                ack.await.map_err(err)?;
             }
             Ok(())
         };
@@ -161,7 +233,6 @@ impl Output for NatsOutput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     fn record() -> Record {
         let mut r = Record::new("p", Bytes::from_static(b"{}"));

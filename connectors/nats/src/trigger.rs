@@ -279,27 +279,18 @@ enum Settle {
 /// acknowledge each one by its status. Ends when every sender is gone, that is when the
 /// trigger has stopped and every ack is resolved.
 async fn settle(mut rx: tokio::sync::mpsc::UnboundedReceiver<Settle>, ack_wait: Duration) {
+    const ROUND: usize = 256;
     let every = (ack_wait / 3).max(Duration::from_millis(500));
     let mut held: HashMap<u64, (Box<jetstream::Message>, Instant)> = HashMap::new();
     // Checked twice per `every`, so a message hears a progress mark at most 1.5 × `every`
     // (half of `ack_wait`) after the last one.
     let mut tick = tokio::time::interval(every / 2);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = Vec::with_capacity(ROUND);
+    let mut acks = Vec::with_capacity(ROUND);
     loop {
         tokio::select! {
-            cmd = rx.recv() => match cmd {
-                Some(Settle::Hold(key, msg)) => {
-                    held.insert(key, (msg, Instant::now()));
-                }
-                Some(Settle::Done(key, status)) => {
-                    if let Some((msg, _)) = held.remove(&key) {
-                        if let Err(e) = msg.ack_with(ack_kind(&status)).await {
-                            tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
-                        }
-                    }
-                }
-                None => return,
-            },
+            n = rx.recv_many(&mut round, ROUND) => if n == 0 { return },
             _ = tick.tick() => {
                 let now = Instant::now();
                 for (msg, last) in held.values_mut() {
@@ -308,6 +299,37 @@ async fn settle(mut rx: tokio::sync::mpsc::UnboundedReceiver<Settle>, ack_wait: 
                         *last = now;
                     }
                 }
+                continue;
+            }
+        }
+        // Acks go out in rounds, as the output's publishes do (see `output::publish`): yield
+        // once so the statuses other tasks on this worker are about to send join the round,
+        // then hand every ack to the client before its connection task runs and writes them
+        // in one `write(2)`.
+        if round.iter().any(|c| matches!(c, Settle::Done(..))) {
+            tokio::task::yield_now().await;
+            while round.len() < ROUND {
+                match rx.try_recv() {
+                    Ok(cmd) => round.push(cmd),
+                    Err(_) => break,
+                }
+            }
+        }
+        for cmd in round.drain(..) {
+            match cmd {
+                Settle::Hold(key, msg) => {
+                    held.insert(key, (msg, Instant::now()));
+                }
+                Settle::Done(key, status) => {
+                    if let Some((msg, _)) = held.remove(&key) {
+                        acks.push((msg, ack_kind(&status)));
+                    }
+                }
+            }
+        }
+        for (msg, kind) in acks.drain(..) {
+            if let Err(e) = msg.ack_with(kind).await {
+                tracing::debug!(error = %e, "jetstream ack failed; the server redelivers after ack_wait");
             }
         }
     }
