@@ -28,3 +28,24 @@ pub(crate) async fn connect(
         .connect(url)
         .await
 }
+
+/// Complete a round of work taken from a channel: yield once, then add what arrived meanwhile
+/// (`next` is the channel's `try_recv`), up to `max`. async-nats's connection task writes what
+/// is queued for it each time it runs, and tokio runs a task woken by another right after that
+/// one yields, so a publish or ack made from each caller's own task is one `write(2)` (and one
+/// NATS frame) per message. A round handed to the client whole, before the connection task
+/// runs, is one `write(2)`; the yield lets the writes that other tasks on this worker are about
+/// to make join it, and costs nothing when the worker is idle.
+pub(crate) async fn fill_round<T>(
+    round: &mut Vec<T>,
+    max: usize,
+    mut next: impl FnMut() -> Option<T>,
+) {
+    tokio::task::yield_now().await;
+    while round.len() < max {
+        match next() {
+            Some(item) => round.push(item),
+            None => break,
+        }
+    }
+}

@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, oneshot, OnceCell};
 /// Publishes values; connects on first use and reconnects by itself.
 pub struct NatsOutput {
     config: NatsOutputConfig,
-    conn: OnceCell<mpsc::Sender<Job>>,
+    queue: OnceCell<mpsc::Sender<Job>>,
 }
 
 /// One write handed to the publishing task.
@@ -22,7 +22,7 @@ struct Job {
     subject: Subject,
     headers: HeaderMap,
     payload: Bytes,
-    /// JetStream: the future of the PubAck; core: `None` once the batch is flushed.
+    /// JetStream: the future of the PubAck; core: `None` once the round is flushed.
     sent: oneshot::Sender<Result<Option<PublishAckFuture>, OutputError>>,
 }
 
@@ -34,7 +34,7 @@ impl NatsOutputConfig {
     pub fn build(&self) -> Result<NatsOutput, BuildError> {
         Ok(NatsOutput {
             config: self.clone(),
-            conn: OnceCell::new(),
+            queue: OnceCell::new(),
         })
     }
 }
@@ -48,44 +48,40 @@ fn err(e: impl std::error::Error + Send + Sync + 'static) -> OutputError {
 impl NatsOutput {
     /// The publishing task's queue; the first call connects and starts the task, which ends
     /// when the output is dropped.
-    async fn conn(&self) -> Result<&mpsc::Sender<Job>, OutputError> {
-        self.conn
+    async fn queue(&self) -> Result<&mpsc::Sender<Job>, OutputError> {
+        self.queue
             .get_or_try_init(|| async {
                 let client = async_nats::ConnectOptions::new()
                     .name("switchyard-output")
                     .connect(self.config.url.expose())
                     .await
                     .map_err(err)?;
+                let js = self
+                    .config
+                    .jetstream
+                    .then(|| async_nats::jetstream::new(client.clone()));
                 let (tx, rx) = mpsc::channel(BATCH * 4);
-                tokio::spawn(publish(client, self.config.jetstream, rx));
+                tokio::spawn(publish(client, js, rx));
                 Ok(tx)
             })
             .await
     }
 }
 
-/// Publish every write from one task, in rounds. async-nats's connection task writes what is
-/// queued for it each time it runs, and tokio runs a task woken by another right after that
-/// one yields, so a publish from each caller's own task is one `write(2)` (and one NATS
-/// frame) per message. Here a round takes what is queued, yields once so the writes that
-/// other tasks on this worker are about to make join it, and hands the whole round to the
-/// client before the connection task runs: one `write(2)` for the round. The yield costs
-/// nothing when the worker is idle (nothing else runs before the task is back).
-async fn publish(client: async_nats::Client, jetstream: bool, mut rx: mpsc::Receiver<Job>) {
-    let js = async_nats::jetstream::new(client.clone());
+/// Publish every write from one task, in rounds (see [`crate::fill_round`]): one `write(2)`
+/// per round instead of one per message. `js` is the JetStream context, `None` for core NATS.
+async fn publish(
+    client: async_nats::Client,
+    js: Option<async_nats::jetstream::Context>,
+    mut rx: mpsc::Receiver<Job>,
+) {
     let mut round = Vec::with_capacity(BATCH);
     loop {
         if rx.recv_many(&mut round, BATCH).await == 0 {
             return;
         }
-        tokio::task::yield_now().await;
-        while round.len() < BATCH {
-            match rx.try_recv() {
-                Ok(job) => round.push(job),
-                Err(_) => break,
-            }
-        }
-        if jetstream {
+        crate::fill_round(&mut round, BATCH, || rx.try_recv().ok()).await;
+        if let Some(js) = &js {
             for job in round.drain(..) {
                 let sent = js
                     .publish_with_headers(job.subject, job.headers, job.payload)
@@ -199,7 +195,7 @@ impl Output for NatsOutput {
                 "{subject:?} is not a NATS subject (empty, whitespace, or an empty token)"
             ))
         })?;
-        let queue = self.conn().await?;
+        let queue = self.queue().await?;
         let headers = headers(record, self.config.jetstream && self.config.deduplicate);
         let timeout = self.config.timeout.get();
         let work = async {
@@ -226,7 +222,7 @@ impl Output for NatsOutput {
     }
 
     async fn healthcheck(&self) -> Result<(), OutputError> {
-        self.conn().await.map(|_| ())
+        self.queue().await.map(|_| ())
     }
 }
 

@@ -302,18 +302,9 @@ async fn settle(mut rx: tokio::sync::mpsc::UnboundedReceiver<Settle>, ack_wait: 
                 continue;
             }
         }
-        // Acks go out in rounds, as the output's publishes do (see `output::publish`): yield
-        // once so the statuses other tasks on this worker are about to send join the round,
-        // then hand every ack to the client before its connection task runs and writes them
-        // in one `write(2)`.
+        // Acks go out in rounds, as the output's publishes do (see `crate::fill_round`).
         if round.iter().any(|c| matches!(c, Settle::Done(..))) {
-            tokio::task::yield_now().await;
-            while round.len() < ROUND {
-                match rx.try_recv() {
-                    Ok(cmd) => round.push(cmd),
-                    Err(_) => break,
-                }
-            }
+            crate::fill_round(&mut round, ROUND, || rx.try_recv().ok()).await;
         }
         for cmd in round.drain(..) {
             match cmd {
