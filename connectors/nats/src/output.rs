@@ -134,6 +134,8 @@ const CE_TIME: HeaderName = HeaderName::from_static("ce-time");
 const CE_SUBJECT: HeaderName = HeaderName::from_static("ce-subject");
 const CONTENT_TYPE: HeaderName = HeaderName::from_static("Content-Type");
 const NATS_MSG_ID: HeaderName = HeaderName::from_static("Nats-Msg-Id");
+/// The one extension every answer carries (the engine stamps it on each event).
+const CE_TRACEPARENT: HeaderName = HeaderName::from_static("ce-traceparent");
 
 /// A header value NATS can carry. The protocol cannot carry CR or LF (async-nats panics on
 /// one), and an id, key or subject from another broker may hold them: such a value is
@@ -171,7 +173,11 @@ fn headers(record: &Record, msg_id: bool) -> HeaderMap {
             continue;
         }
         // async-nats's own check of the name, which returns an error where `insert` panics.
-        if let Ok(name) = format!("ce-{k}").parse::<HeaderName>() {
+        let name = match k.as_str() {
+            "traceparent" => Ok(CE_TRACEPARENT),
+            _ => format!("ce-{k}").parse::<HeaderName>(),
+        };
+        if let Ok(name) = name {
             h.insert(name, value(v));
         }
     }
@@ -238,6 +244,10 @@ mod tests {
         r.subject = Some("orders.new".into());
         r.content_type = Some("application/json".into());
         r.extensions.insert("partitionkey".into(), "k1".into());
+        r.extensions.insert(
+            "traceparent".into(),
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+        );
         r
     }
 
@@ -255,6 +265,10 @@ mod tests {
         assert_eq!(get(&h, "ce-type"), Some("switchyard.nats.message"));
         assert_eq!(get(&h, "ce-subject"), Some("orders.new"));
         assert_eq!(get(&h, "ce-partitionkey"), Some("k1"));
+        assert_eq!(
+            get(&h, "ce-traceparent"),
+            Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+        );
         assert_eq!(get(&h, "Content-Type"), Some("application/json"));
         assert_eq!(get(&h, "Nats-Msg-Id"), Some("orders/7"));
         let time = get(&h, "ce-time").unwrap();
@@ -263,7 +277,7 @@ mod tests {
             r.time
                 .with_timezone(&chrono::FixedOffset::east_opt(0).unwrap())
         );
-        assert_eq!(h.len(), 9);
+        assert_eq!(h.len(), 10);
         assert!(headers(&r, false).get("Nats-Msg-Id").is_none());
     }
 
@@ -284,7 +298,7 @@ mod tests {
         assert_eq!(get(&h, "Content-Type"), Some("text/plain%0A"));
         assert_eq!(get(&h, "ce-note"), Some("x%0Ay"));
         // Names NATS cannot carry are left out; everything else is there.
-        assert_eq!(h.len(), 10);
+        assert_eq!(h.len(), 11);
         // A value without a line break is left as it is, `%` and non-ASCII included.
         r.subject = Some("café 100%".into());
         assert_eq!(get(&headers(&r, true), "ce-subject"), Some("café 100%"));

@@ -58,9 +58,10 @@ fn event_from(pipeline: &str, entity: &str, id: String, m: &async_nats::Message)
         "switchyard.nats.message",
     )
     .with_data(m.payload.clone(), content_type);
-    event.subject = Some(m.subject.to_string());
+    let subject = m.subject.to_string();
     event.partition = Some(entity.to_string());
-    event.key = Some(m.subject.to_string());
+    event.key = Some(subject.clone());
+    event.subject = Some(subject);
     if let Some(h) = &m.headers {
         let mut map = serde_json::Map::new();
         for (k, vs) in h.iter() {
