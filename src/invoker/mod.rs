@@ -6,6 +6,7 @@
 mod call;
 #[doc(hidden)]
 pub use call::decode_answer_for_fuzzing;
+mod pool;
 pub mod retry;
 pub mod supervisor;
 mod transport;

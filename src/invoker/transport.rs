@@ -1,19 +1,17 @@
 //! How one call reaches the function.
 //!
 //! A plain `http://` function (the sidecar next door, the process switchyard starts) is
-//! called through hyper's connection pool directly: no redirect, retry or proxy layers, which
-//! reqwest puts around every request and which cost a URL parse and a copy of the request per
-//! call. An `https://` function goes through reqwest, for TLS with the platform's roots and
+//! called on hyper's HTTP/1.1 connections kept in switchyard's own pool (`super::pool`), each
+//! driven by the call that holds it: no connection tasks, no redirect, retry or proxy layers,
+//! which reqwest puts around every request and which cost a URL parse and a copy of the
+//! request per call. An `https://` function goes through reqwest, for TLS with the platform's roots and
 //! the `HTTPS_PROXY` settings a remote endpoint may need. Both keep connections open
 //! (`pool`), send `TCP_NODELAY`, and read at most `max_reply` bytes of the answer.
 
 use super::InvokeError;
 use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::BodyExt;
 use std::time::Duration;
 use switchyard_sdk::BoxError;
 
@@ -22,9 +20,8 @@ const IDLE: Duration = Duration::from_secs(60);
 
 /// The connection pool to one function (held once, in the function's shared call config).
 pub enum Transport {
-    /// `http://`: hyper's pool, nothing in between (boxed: its client is over 300 bytes,
-    /// reqwest's one pointer).
-    Plain(Box<Client<HttpConnector, Full<Bytes>>>),
+    /// `http://`: kept HTTP/1.1 connections, nothing in between.
+    Plain(super::pool::Pool),
     /// `https://`: reqwest (TLS, proxies).
     Tls(reqwest::Client),
 }
@@ -43,15 +40,7 @@ impl Transport {
     /// A pool for calls to `url`, keeping up to `pool` idle connections.
     pub fn new(url: &reqwest::Url, pool: usize) -> Result<Self, BoxError> {
         if url.scheme() == "http" {
-            let mut connector = HttpConnector::new();
-            // Small requests must not wait for the previous one's ACK (Nagle + delayed ACK).
-            connector.set_nodelay(true);
-            let client = Client::builder(TokioExecutor::new())
-                .pool_max_idle_per_host(pool)
-                .pool_idle_timeout(IDLE)
-                .pool_timer(TokioTimer::new())
-                .build(connector);
-            return Ok(Self::Plain(Box::new(client)));
+            return Ok(Self::Plain(super::pool::Pool::new(url, pool, IDLE)?));
         }
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(pool)
@@ -73,20 +62,13 @@ impl Transport {
         max: usize,
     ) -> Result<Answered, InvokeError> {
         match self {
-            Self::Plain(client) => {
-                let (parts, body) = req.into_parts();
-                let resp = client
-                    .request(http::Request::from_parts(parts, Full::new(body)))
-                    .await
-                    .map_err(|e| {
-                        let kind = if e.is_connect() {
-                            "connection refused or unreachable"
-                        } else {
-                            "connection error"
-                        };
-                        InvokeError::Connect(chain(kind, &e))
-                    })?;
-                read(resp, max).await
+            Self::Plain(pool) => {
+                let (parts, body) = pool.send(req, max).await?;
+                Ok(Answered {
+                    status: parts.status,
+                    headers: parts.headers,
+                    body,
+                })
             }
             Self::Tls(client) => {
                 let req = reqwest::Request::try_from(req)
@@ -147,7 +129,7 @@ where
 
 /// A reply body gathered chunk by chunk up to `max` bytes. A body that arrives in one chunk
 /// (the usual small reply) is kept as it came; only one in several chunks is copied.
-struct Limited {
+pub(super) struct Limited {
     max: usize,
     len: usize,
     first: Option<Bytes>,
@@ -155,7 +137,7 @@ struct Limited {
 }
 
 impl Limited {
-    fn new(max: usize) -> Self {
+    pub(super) fn new(max: usize) -> Self {
         Self {
             max,
             len: 0,
@@ -164,7 +146,7 @@ impl Limited {
         }
     }
 
-    fn push(&mut self, chunk: Bytes) -> Result<(), InvokeError> {
+    pub(super) fn push(&mut self, chunk: Bytes) -> Result<(), InvokeError> {
         self.len += chunk.len();
         if self.len > self.max {
             return Err(InvokeError::Refused(format!(
@@ -183,7 +165,7 @@ impl Limited {
         Ok(())
     }
 
-    fn finish(self) -> Bytes {
+    pub(super) fn finish(self) -> Bytes {
         self.first.unwrap_or_else(|| self.rest.freeze())
     }
 }
