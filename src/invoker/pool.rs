@@ -288,11 +288,13 @@ fn hyper_error(kind: &str, e: &hyper::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    /// A server that answers each request on a connection with `answers[i]` (raw bytes),
-    /// counting connections, and closes a connection after `per_conn` answers.
+    /// A server that checks each request's line and `Host`, answers it with `answer` (raw
+    /// bytes), counts connections, and closes a connection after `per_conn` answers.
     async fn server(answer: &'static [u8], per_conn: usize) -> (u16, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
@@ -338,9 +340,6 @@ mod tests {
     fn find(h: &[u8], n: &[u8]) -> Option<usize> {
         h.windows(n.len()).position(|w| w == n)
     }
-
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Arc;
 
     fn req(port: u16) -> http::Request<Bytes> {
         let mut r = http::Request::new(Bytes::from_static(b"{\"a\":1}"));
