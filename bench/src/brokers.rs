@@ -266,6 +266,7 @@ impl Broker {
                     .set("socket.nagle.disable", "true")
                     .set("fetch.wait.max.ms", "10")
                     .set("queued.max.messages.kbytes", "16384")
+                    .set("fetch.queue.backoff.ms", "10")
                     .create()
                     .expect("kafka consumer");
                 c.subscribe(&[name]).expect("subscribe");
