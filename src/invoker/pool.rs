@@ -8,6 +8,7 @@
 //! body, then puts it back. Nothing polls an idle connection; one the function closed
 //! meanwhile is found closed when it is next taken, and dropped.
 
+use super::transport::{chain, Answered, Limited};
 use super::InvokeError;
 use bytes::Bytes;
 use http_body::Body as _;
@@ -46,6 +47,15 @@ impl Conn {
                 self.done = true;
             }
         }
+    }
+
+    /// Drive the connection once, without waiting for it.
+    async fn drive_once(&mut self) {
+        poll_fn(|cx| {
+            self.drive(cx);
+            Poll::Ready(())
+        })
+        .await;
     }
 
     fn usable(&self) -> bool {
@@ -109,7 +119,7 @@ impl Pool {
         &self,
         req: http::Request<Bytes>,
         max: usize,
-    ) -> Result<(http::response::Parts, Bytes), InvokeError> {
+    ) -> Result<Answered, InvokeError> {
         let (mut parts, body) = req.into_parts();
         if parts.uri.scheme().is_some() {
             parts.uri = parts
@@ -148,11 +158,7 @@ impl Pool {
             }
             // One poll reads what came while it was idle: the end of the stream, if the
             // function closed it.
-            poll_fn(|cx| {
-                conn.drive(cx);
-                Poll::Ready(())
-            })
-            .await;
+            conn.drive_once().await;
             if conn.usable() {
                 return Some(conn);
             }
@@ -203,7 +209,7 @@ impl Pool {
         mut conn: Conn,
         req: http::Request<Full<Bytes>>,
         max: usize,
-    ) -> Result<(http::response::Parts, Bytes), Failed> {
+    ) -> Result<Answered, Failed> {
         let mut answer = std::pin::pin!(conn.sender.try_send_request(req));
         let resp = poll_fn(|cx| {
             conn.drive(cx);
@@ -232,19 +238,19 @@ impl Pool {
         let (parts, body) = resp.into_parts();
         let body = read(&mut conn, body, max).await.map_err(Failed::Other)?;
         // The end of the answer lets the connection take the next request.
-        poll_fn(|cx| {
-            conn.drive(cx);
-            Poll::Ready(())
-        })
-        .await;
+        conn.drive_once().await;
         self.put(conn);
-        Ok((parts, body))
+        Ok(Answered {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
     }
 }
 
 /// Read `body` to its end while driving `conn`, which delivers it.
 async fn read(conn: &mut Conn, mut body: Incoming, max: usize) -> Result<Bytes, InvokeError> {
-    let mut limited = super::transport::Limited::new(max);
+    let mut limited = Limited::new(max);
     loop {
         let frame = poll_fn(|cx| {
             conn.drive(cx);
@@ -273,16 +279,9 @@ async fn read(conn: &mut Conn, mut body: Incoming, max: usize) -> Result<Bytes, 
     }
 }
 
-/// `kind`, then hyper's error and its causes.
+/// `kind`, then hyper's error and its causes (hyper's own text names no URL).
 fn hyper_error(kind: &str, e: &hyper::Error) -> String {
-    let mut s = format!("{kind}: {e}");
-    let mut src = std::error::Error::source(e);
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
+    chain(&format!("{kind}: {e}"), e)
 }
 
 #[cfg(test)]
@@ -354,9 +353,9 @@ mod tests {
         let url = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let pool = Pool::new(&url, 4, Duration::from_secs(60)).unwrap();
         for _ in 0..20 {
-            let (parts, body) = pool.send(req(port), 100).await.unwrap();
-            assert_eq!(parts.status, 200);
-            assert_eq!(&body[..], b"ok");
+            let answer = pool.send(req(port), 100).await.unwrap();
+            assert_eq!(answer.status, 200);
+            assert_eq!(&answer.body[..], b"ok");
         }
         assert_eq!(
             conns.load(Ordering::SeqCst),
@@ -383,8 +382,8 @@ mod tests {
         let url = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let pool = Pool::new(&url, 4, Duration::from_secs(60)).unwrap();
         for i in 0..5 {
-            let (_, body) = pool.send(req(port), 100).await.unwrap();
-            assert_eq!(&body[..], b"abcde", "call {i}");
+            let answer = pool.send(req(port), 100).await.unwrap();
+            assert_eq!(&answer.body[..], b"abcde", "call {i}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!(conns.load(Ordering::SeqCst), 5);
@@ -399,8 +398,8 @@ mod tests {
         .await;
         let url = format!("http://127.0.0.1:{port}/").parse().unwrap();
         let pool = Pool::new(&url, 4, Duration::from_secs(60)).unwrap();
-        let (_, body) = pool.send(req(port), 100).await.unwrap();
-        assert_eq!(&body[..], b"hello");
+        let answer = pool.send(req(port), 100).await.unwrap();
+        assert_eq!(&answer.body[..], b"hello");
         assert!(
             pool.idle.lock().unwrap().is_empty(),
             "a closed connection is not kept"
@@ -429,9 +428,9 @@ mod tests {
         let pool = Pool::new(&url, 4, Duration::from_millis(50)).unwrap();
         pool.send(req(port), 100).await.unwrap();
         tokio::time::sleep(Duration::from_millis(80)).await;
-        let (parts, body) = pool.send(req(port), 100).await.unwrap();
-        assert_eq!(parts.status, 204);
-        assert!(body.is_empty());
+        let answer = pool.send(req(port), 100).await.unwrap();
+        assert_eq!(answer.status, 204);
+        assert!(answer.body.is_empty());
         assert_eq!(
             conns.load(Ordering::SeqCst),
             2,

@@ -4,8 +4,8 @@
 //! called on hyper's HTTP/1.1 connections kept in switchyard's own pool (`super::pool`), each
 //! driven by the call that holds it: no connection tasks, no redirect, retry or proxy layers,
 //! which reqwest puts around every request and which cost a URL parse and a copy of the
-//! request per call. An `https://` function goes through reqwest, for TLS with the platform's roots and
-//! the `HTTPS_PROXY` settings a remote endpoint may need. Both keep connections open
+//! request per call. An `https://` function goes through reqwest, for TLS with the platform's
+//! roots and the `HTTPS_PROXY` settings a remote endpoint may need. Both keep connections open
 //! (`pool`), send `TCP_NODELAY`, and read at most `max_reply` bytes of the answer.
 
 use super::InvokeError;
@@ -27,6 +27,7 @@ pub enum Transport {
 }
 
 /// The function's answer, its body read.
+#[derive(Debug)]
 pub struct Answered {
     /// The status.
     pub status: StatusCode,
@@ -62,14 +63,7 @@ impl Transport {
         max: usize,
     ) -> Result<Answered, InvokeError> {
         match self {
-            Self::Plain(pool) => {
-                let (parts, body) = pool.send(req, max).await?;
-                Ok(Answered {
-                    status: parts.status,
-                    headers: parts.headers,
-                    body,
-                })
-            }
+            Self::Plain(pool) => pool.send(req, max).await,
             Self::Tls(client) => {
                 let req = reqwest::Request::try_from(req)
                     .map_err(|e| InvokeError::Refused(format!("cannot build the request: {e}")))?;
@@ -91,7 +85,7 @@ impl Transport {
 
 /// `kind` and then the whole chain of `e`'s causes, without `e`'s own text (reqwest's names
 /// the URL, which may carry credentials).
-fn chain(kind: &str, e: &dyn std::error::Error) -> String {
+pub(super) fn chain(kind: &str, e: &dyn std::error::Error) -> String {
     let mut s = kind.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

@@ -166,8 +166,8 @@ pub(crate) fn base_consumer_config(
         // Bound what librdkafka prefetches; the trigger pauses partitions when the engine is full.
         .set("queued.max.messages.kbytes", "16384")
         // With the prefetch bounded, librdkafka's default of 1 s before fetching again once the
-        // bound is reached let the queue run dry under a steady drain: 10 ms measured 1.13-1.26
-        // times the msg/s at the same CPU per message (docs/benchmarks.md).
+        // bound is reached let the queue run dry under a steady drain: 10 ms measured 1.13-1.34
+        // times the msg/s at the same or less CPU per message (docs/benchmarks.md).
         .set("fetch.queue.backoff.ms", "10");
 }
 
