@@ -265,7 +265,7 @@ impl Broker {
                     .set("auto.offset.reset", "earliest")
                     .set("socket.nagle.disable", "true")
                     .set("fetch.wait.max.ms", "10")
-                    .set("queued.max.messages.kbytes", "16384")
+                    .set("queued.max.messages.kbytes", "8192")
                     .set("fetch.queue.backoff.ms", "10")
                     .create()
                     .expect("kafka consumer");
