@@ -448,12 +448,17 @@ impl Gateway {
             metrics,
         });
         let max_events = p.batch.max_events.max(1);
+        // `concurrency` bounds the calls (the invoker's limit); the events held are bounded
+        // apart from it, by default twice the calls' worth, so the outputs of finished calls
+        // are written while the next calls run (docs/benchmarks.md: Kafka 1.40-1.49 times the
+        // msg/s of holding only as many as are called). One job per `max_events` held.
+        let max_in_flight = p
+            .max_in_flight
+            .unwrap_or(2 * fcfg.concurrency * max_events)
+            .max(1);
         let limits = engine::dispatch::Limits {
-            max_in_flight: p
-                .max_in_flight
-                .unwrap_or(fcfg.concurrency * max_events)
-                .max(1),
-            max_jobs: fcfg.concurrency,
+            max_in_flight,
+            max_jobs: max_in_flight.div_ceil(max_events),
             max_events,
             max_wait: p.batch.max_wait.get(),
             ordering: p.ordering.unwrap_or_else(|| p.trigger.default_ordering()),

@@ -306,6 +306,57 @@ async fn garbage_answers_are_retried_then_dead_lettered() {
 }
 
 #[tokio::test]
+async fn concurrency_bounds_the_calls_and_twice_as_many_events_are_held() {
+    // concurrency 8, no max_in_flight: the default holds 16 events, and 8 of them are called.
+    let g = Gateway::start(&http_pipeline("")).await;
+    const N: usize = 48;
+    let sends = (0..N).map(|n| {
+        let g = &g;
+        async move { send(g, serde_json::json!({ "n": n, "sleep_ms": 200 })).await }
+    });
+    let sending = join_all(sends);
+    tokio::pin!(sending);
+    let out = g.path("out");
+    let mut held_max = 0f64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut sent = false;
+    while files_in(&out).len() < N {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "outputs: {} of {N}",
+            files_in(&out).len()
+        );
+        if !sent {
+            tokio::select! {
+                _ = &mut sending => sent = true,
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let held = g
+            .metric("switchyard_events_in_flight", &[("pipeline", "p")])
+            .await;
+        held_max = held_max.max(held);
+    }
+    let active: Vec<u64> = g
+        .function_log()
+        .iter()
+        .map(|r| r["active"].as_u64().unwrap())
+        .collect();
+    assert_eq!(active.len(), N, "one call per event");
+    assert_eq!(
+        active.iter().max(),
+        Some(&8),
+        "the function saw at most `concurrency` calls at once, and that many: {active:?}"
+    );
+    assert_eq!(
+        held_max, 16.0,
+        "twice `concurrency` events held at the peak"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_drains_in_flight_events_and_exits_zero() {
     let mut g = Gateway::start(&http_pipeline("")).await;
     const N: usize = 24;

@@ -213,8 +213,10 @@ impl Bench {
         let ingress = ingress
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
             .unwrap_or_default();
+        // The same window as the bridge and the peer: `WINDOW` calls, and `WINDOW` events held
+        // (the gateway's default holds twice its calls, so outputs overlap calls).
         let yaml = format!(
-            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n{pipeline}",
+            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n    max_in_flight: {WINDOW}\n{pipeline}",
             self.echo_url
         );
         let cfg = self.dir.join(format!("switchyard-{admin}.yaml"));

@@ -223,8 +223,9 @@ pub struct PipelineConfig {
     pub trigger_name: String,
     /// The function (a key of `functions`) that receives the events.
     pub function: String,
-    /// Events held at once by this pipeline (queued, batching and in calls). Defaults to the
-    /// function's `concurrency` times `batch.max_events`.
+    /// Events held at once by this pipeline (queued, batching, in calls and in output writes).
+    /// Defaults to twice the function's `concurrency` times `batch.max_events`: the calls
+    /// themselves are bounded by `concurrency`, and the rest lets outputs overlap calls.
     #[serde(default)]
     pub max_in_flight: Option<usize>,
     /// Batching: more than one event per invocation.

@@ -2,7 +2,7 @@
 """The function the end-to-end tests run behind switchyard (standard library only).
 
 Every request is appended as one JSON line to $TESTFN_LOG (pid, path, client port, headers,
-body). What it answers is chosen by the event data, a JSON object:
+body, and how many requests this process was handling when it came, itself included). What it answers is chosen by the event data, a JSON object:
 
   {"n": 1}                                   200 with {"n": 1, "attempt": "<deliveryattempt>"}
   {"n": 1, "fail_until": 3}                  503 until deliveryattempt 3, then 200
@@ -27,11 +27,14 @@ In the azure-functions format (POST /<pipeline>) the event is Data.trigger and t
 import json
 import os
 import random
+import threading
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 LOG = os.environ.get("TESTFN_LOG")
+ACTIVE_LOCK = threading.Lock()
+ACTIVE = 0
 
 
 def record(entry):
@@ -47,6 +50,17 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def do_POST(self):
+        global ACTIVE
+        with ACTIVE_LOCK:
+            ACTIVE += 1
+            self.active = ACTIVE
+        try:
+            self.post()
+        finally:
+            with ACTIVE_LOCK:
+                ACTIVE -= 1
+
+    def post(self):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length)
         headers = {k.lower(): v for k, v in self.headers.items()}
@@ -57,6 +71,7 @@ class Handler(BaseHTTPRequestHandler):
             "headers": headers,
             "body": body.decode("utf-8", "replace"),
             "t": time.time(),
+            "active": self.active,
         })
         azure = self.path != "/"
         try:
