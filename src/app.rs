@@ -450,7 +450,7 @@ impl Gateway {
         let max_events = p.batch.max_events.max(1);
         // `concurrency` bounds the calls (the invoker's limit); the events held are bounded
         // apart from it, by default twice the calls' worth, so the outputs of finished calls
-        // are written while the next calls run (docs/benchmarks.md: Kafka 1.40-1.49 times the
+        // are written while the next calls run (docs/benchmarks.md: Kafka 1.18-1.49 times the
         // msg/s of holding only as many as are called). One job per `max_events` held.
         let max_in_flight = p
             .max_in_flight
