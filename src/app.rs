@@ -449,12 +449,13 @@ impl Gateway {
         });
         let max_events = p.batch.max_events.max(1);
         // `concurrency` bounds the calls (the invoker's limit); the events held are bounded
-        // apart from it, by default twice the calls' worth, so the outputs of finished calls
-        // are written while the next calls run (docs/benchmarks.md: Kafka 1.18-1.49 times the
-        // msg/s of holding only as many as are called). One job per `max_events` held.
+        // apart from it, one job per `max_events` held. Holding more than are called lets the
+        // outputs of finished calls be written while the next calls run (docs/benchmarks.md:
+        // Kafka 1.18-1.49 times the msg/s at twice; RabbitMQ, bound by its prefetch, used
+        // 14-20% more CPU per message), so the default holds only as many as are called.
         let max_in_flight = p
             .max_in_flight
-            .unwrap_or(2 * fcfg.concurrency * max_events)
+            .unwrap_or(fcfg.concurrency * max_events)
             .max(1);
         let limits = engine::dispatch::Limits {
             max_in_flight,

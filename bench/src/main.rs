@@ -214,7 +214,7 @@ impl Bench {
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
             .unwrap_or_default();
         // The same window as the bridge and the peer: `WINDOW` calls, and `WINDOW` events held
-        // (the gateway's default holds twice its calls, so outputs overlap calls).
+        // (the gateway's default too, set here so a change of the default does not move it).
         let yaml = format!(
             "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n    max_in_flight: {WINDOW}\n{pipeline}",
             self.echo_url

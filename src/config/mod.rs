@@ -224,8 +224,8 @@ pub struct PipelineConfig {
     /// The function (a key of `functions`) that receives the events.
     pub function: String,
     /// Events held at once by this pipeline (queued, batching, in calls and in output writes).
-    /// Defaults to twice the function's `concurrency` times `batch.max_events`: the calls
-    /// themselves are bounded by `concurrency`, and the rest lets outputs overlap calls.
+    /// Defaults to the function's `concurrency` times `batch.max_events`. The calls themselves
+    /// are bounded by `concurrency`; holding more lets outputs be written while calls run.
     #[serde(default)]
     pub max_in_flight: Option<usize>,
     /// Batching: more than one event per invocation.
