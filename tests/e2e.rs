@@ -40,6 +40,11 @@ async fn send(g: &Gateway, body: serde_json::Value) -> String {
         .to_string()
 }
 
+/// Send every body at once; their ids, in order.
+async fn send_all(g: &Gateway, bodies: impl Iterator<Item = serde_json::Value>) -> Vec<String> {
+    join_all(bodies.map(|b| send(g, b))).await
+}
+
 fn attempts_for(g: &Gateway, id: &str) -> Vec<String> {
     g.function_log()
         .iter()
@@ -57,11 +62,7 @@ fn attempts_for(g: &Gateway, id: &str) -> Vec<String> {
 async fn n_events_in_n_outputs_none_lost() {
     let g = Gateway::start(&http_pipeline("")).await;
     const N: usize = 200;
-    let sends = (0..N).map(|n| {
-        let g = &g;
-        async move { send(g, serde_json::json!({ "n": n })).await }
-    });
-    let ids = join_all(sends).await;
+    let ids = send_all(&g, (0..N).map(|n| serde_json::json!({ "n": n }))).await;
     let out = g.path("out");
     eventually(30, "all outputs written", || files_in(&out).len() == N).await;
     let mut seen: Vec<u64> = files_in(&out)
@@ -310,35 +311,27 @@ async fn concurrency_bounds_the_calls_and_max_in_flight_the_events_held() {
     // concurrency 8 and 16 held: 8 are called at once, the others wait.
     let g = Gateway::start(&http_pipeline("    max_in_flight: 16\n")).await;
     const N: usize = 48;
-    let sends = (0..N).map(|n| {
-        let g = &g;
-        async move { send(g, serde_json::json!({ "n": n, "sleep_ms": 200 })).await }
-    });
-    let sending = join_all(sends);
-    tokio::pin!(sending);
     let out = g.path("out");
-    let mut held_max = 0f64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let mut sent = false;
-    while files_in(&out).len() < N {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "outputs: {} of {N}",
-            files_in(&out).len()
-        );
-        if !sent {
-            tokio::select! {
-                _ = &mut sending => sent = true,
-                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-            }
-        } else {
+    // The peak of the events held, sampled while the events are sent and until all are out.
+    let watch = async {
+        let mut held_max = 0f64;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while files_in(&out).len() < N {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "outputs: {} of {N}",
+                files_in(&out).len()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
+            let held = g
+                .metric("switchyard_events_in_flight", &[("pipeline", "p")])
+                .await;
+            held_max = held_max.max(held);
         }
-        let held = g
-            .metric("switchyard_events_in_flight", &[("pipeline", "p")])
-            .await;
-        held_max = held_max.max(held);
-    }
+        held_max
+    };
+    let bodies = (0..N).map(|n| serde_json::json!({ "n": n, "sleep_ms": 200 }));
+    let (_, held_max) = tokio::join!(send_all(&g, bodies), watch);
     let active: Vec<u64> = g
         .function_log()
         .iter()

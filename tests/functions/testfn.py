@@ -2,7 +2,8 @@
 """The function the end-to-end tests run behind switchyard (standard library only).
 
 Every request is appended as one JSON line to $TESTFN_LOG (pid, path, client port, headers,
-body, and how many requests this process was handling when it came, itself included). What it answers is chosen by the event data, a JSON object:
+body, and `active`: how many requests this process was handling when it came, itself included).
+What it answers is chosen by the event data, a JSON object:
 
   {"n": 1}                                   200 with {"n": 1, "attempt": "<deliveryattempt>"}
   {"n": 1, "fail_until": 3}                  503 until deliveryattempt 3, then 200
@@ -27,8 +28,8 @@ In the azure-functions format (POST /<pipeline>) the event is Data.trigger and t
 import json
 import os
 import random
-import threading
 import sys
+import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
