@@ -347,6 +347,58 @@ async fn concurrency_bounds_the_calls_and_max_in_flight_the_events_held() {
 }
 
 #[tokio::test]
+async fn calls_go_on_while_output_writes_wait() {
+    // A slow destination: each write takes 300 ms; it counts the writes it holds at once.
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+    use std::sync::Arc;
+    let (active, peak) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, p) = (active.clone(), peak.clone());
+    let app = axum::Router::new().route(
+        "/slow",
+        axum::routing::post(move || {
+            let (a, p) = (a.clone(), p.clone());
+            async move {
+                p.fetch_max(a.fetch_add(1, SeqCst) + 1, SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                a.fetch_sub(1, SeqCst);
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    // concurrency 8 (the function's), 32 held: a delivery whose call is done waits for its
+    // write without holding one of the 8 calls.
+    let g = Gateway::start(&http_pipeline(&format!(
+        "      - {{ name: slow, type: http, url: \"http://127.0.0.1:{port}/slow\" }}\n    max_in_flight: 32\n"
+    )))
+    .await;
+    const N: usize = 32;
+    send_all(&g, (0..N).map(|n| serde_json::json!({ "n": n }))).await;
+    eventually(20, "every event written", || {
+        files_in(&g.path("out")).len() == N
+    })
+    .await;
+    let calls: Vec<u64> = g
+        .function_log()
+        .iter()
+        .map(|r| r["active"].as_u64().unwrap())
+        .collect();
+    assert_eq!(calls.len(), N, "one call per event");
+    assert!(
+        calls.iter().all(|&c| c <= 8),
+        "at most `concurrency` calls at once: {calls:?}"
+    );
+    // Held to its call slot until written, a delivery would let at most 8 writes wait at once.
+    let peak = peak.load(SeqCst);
+    assert!(
+        peak > 8 && peak <= N,
+        "writes waiting at once: {peak}, more than the 8 calls allowed"
+    );
+}
+
+#[tokio::test]
 async fn sigterm_drains_in_flight_events_and_exits_zero() {
     let mut g = Gateway::start(&http_pipeline("")).await;
     const N: usize = 24;
