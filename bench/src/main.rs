@@ -22,9 +22,12 @@
 //! `BENCH_GATEWAY_LOG` (the gateway's `RUST_LOG`, default `warn`), `BENCH_GATEWAY_THREADS` (the
 //! gateway's runtime worker threads; default: one per core), `BENCH_ROUNDS` (end-to-end drains
 //! per runner, in turn and in a rotating order; the report gives each runner's median round and
-//! lists every round; default 3).
+//! lists every round; default 3), `BENCH_INSTRUCTIONS` (set: instead of the timed benchmark,
+//! count each runner's instructions per message under callgrind, `BENCH_INSTRUCTIONS_MESSAGES`
+//! of them, default 5000; see [`instructions`]).
 
 mod brokers;
+mod instructions;
 mod procs;
 mod report;
 
@@ -209,6 +212,18 @@ impl Bench {
 
     /// Start the switchyard binary `bin` on `pipeline` (trigger and outputs); waits for /readyz.
     async fn start_gateway(&self, bin: &Path, pipeline: &str, ingress: Option<u16>) -> Proc {
+        self.start_gateway_in(bin, pipeline, ingress, &[]).await
+    }
+
+    /// [`Bench::start_gateway`] with the binary run by the command `wrapper` (e.g. valgrind's
+    /// callgrind, for [`instructions`]); empty: run as it is.
+    async fn start_gateway_in(
+        &self,
+        bin: &Path,
+        pipeline: &str,
+        ingress: Option<u16>,
+        wrapper: &[String],
+    ) -> Proc {
         let admin = free_port();
         let ingress = ingress
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
@@ -221,7 +236,7 @@ impl Bench {
         );
         let cfg = self.dir.join(format!("switchyard-{admin}.yaml"));
         std::fs::write(&cfg, yaml).expect("write config");
-        let mut cmd = Command::new(bin);
+        let mut cmd = wrapped(wrapper, bin);
         cmd.args(["run", "-c"]).arg(&cfg).env(
             "RUST_LOG",
             std::env::var("BENCH_GATEWAY_LOG").unwrap_or_else(|_| "warn".into()),
@@ -239,7 +254,9 @@ impl Bench {
             &self.dir.join(format!("switchyard-{admin}.log")),
         );
         let url = format!("http://127.0.0.1:{admin}/readyz");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Under callgrind a start takes some fifty times as long.
+        let deadline =
+            Instant::now() + Duration::from_secs(if wrapper.is_empty() { 60 } else { 600 });
         loop {
             p.alive();
             if let Ok(r) = self.client.get(&url).send().await {
@@ -254,6 +271,11 @@ impl Bench {
 
     /// Start the peer on one route from `input` through the echo function to `output`.
     async fn start_peer(&self, input: &str, output: &str) -> Option<Proc> {
+        self.start_peer_in(input, output, &[]).await
+    }
+
+    /// [`Bench::start_peer`] run by the command `wrapper` (empty: as it is).
+    async fn start_peer_in(&self, input: &str, output: &str, wrapper: &[String]) -> Option<Proc> {
         let bin = self.peer.as_ref()?;
         // The same in-flight window: 4 concurrent batches of 16, each request of a batch at once.
         let yaml = format!(
@@ -265,7 +287,7 @@ impl Bench {
         let port = free_port();
         let cfg = self.dir.join(format!("peer-{port}.yaml"));
         std::fs::write(&cfg, yaml).expect("write peer config");
-        let mut cmd = Command::new(bin);
+        let mut cmd = wrapped(wrapper, bin);
         cmd.arg("--config")
             .arg(&cfg)
             .args(["--no-ui", "--no-metrics", "--color", "never"]);
@@ -287,6 +309,19 @@ impl Bench {
             .expect("echo count body")
             .parse()
             .expect("a number")
+    }
+}
+
+/// A command that runs `bin` under `wrapper` (its first word the program, then its arguments),
+/// or `bin` itself when `wrapper` is empty.
+fn wrapped(wrapper: &[String], bin: &Path) -> Command {
+    match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut cmd = Command::new(program);
+            cmd.args(args).arg(bin);
+            cmd
+        }
+        None => Command::new(bin),
     }
 }
 
@@ -986,6 +1021,27 @@ async fn main() {
     };
     let which = std::env::var("BENCH_SCENARIOS")
         .unwrap_or_else(|_| "kafka,rabbitmq,jetstream,azure,http".into());
+    let out = std::env::var_os("BENCH_OUT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("bench/results"));
+    if std::env::var_os("BENCH_INSTRUCTIONS").is_some() {
+        // Instructions per message under callgrind instead of the timed benchmark.
+        let n = env_or("BENCH_INSTRUCTIONS_MESSAGES", 5_000);
+        let mut sections = Vec::new();
+        for name in which.split(',').map(str::trim) {
+            sections.push(match name {
+                "kafka" => instructions::broker(&b, Kind::Kafka, n).await,
+                "rabbitmq" => instructions::broker(&b, Kind::RabbitMq, n).await,
+                "jetstream" => instructions::broker(&b, Kind::JetStream, n).await,
+                "azure" => instructions::broker(&b, Kind::AzureQueue, n.min(1_000)).await,
+                "http" => instructions::http(&b, n).await,
+                other => panic!("unknown scenario {other:?}"),
+            });
+        }
+        println!("wrote {}", instructions::write(&out, &sections).display());
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let mut scenarios = Vec::new();
     for name in which.split(',').map(str::trim) {
         let s = match name {
@@ -998,9 +1054,6 @@ async fn main() {
         };
         scenarios.push(s);
     }
-    let out = std::env::var_os("BENCH_OUT")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("bench/results"));
     let (md, svg) = report::write(&out, &scenarios, b.peer.is_some());
     println!("wrote {} and {}", md.display(), svg.display());
     if std::env::var_os("BENCH_KEEP").is_some() {

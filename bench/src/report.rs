@@ -129,7 +129,7 @@ fn cores() -> f64 {
         .unwrap_or(1.0)
 }
 
-fn shell(cmd: &str, args: &[&str]) -> String {
+pub fn shell(cmd: &str, args: &[&str]) -> String {
     Command::new(cmd)
         .args(args)
         .output()
