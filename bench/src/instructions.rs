@@ -7,8 +7,8 @@
 //! `BENCH_GATEWAY_B`, the peer) runs under callgrind on the scenario's route; a warm-up goes
 //! through first (connections open, consumers joined, lazy set-up done), then the counters are
 //! zeroed, `n` messages are published and drained, and the counters are dumped. The report
-//! gives the instructions per message and where they go (callgrind_annotate's top functions,
-//! and their sum by crate).
+//! gives the instructions per message and where they go (the top functions by their own
+//! instructions, and their sum by crate).
 //!
 //! What it does not say: time. Under callgrind a process runs some fifty times slower on one
 //! thread at a time, so a runner that batches by what arrived together (rounds of writes,
@@ -17,6 +17,7 @@
 use crate::brokers::{Broker, Kind};
 use crate::report::{PEER, SWITCHYARD, SWITCHYARD_B};
 use crate::{call_function, publish, unique, wait_port, Bench, Proc, WINDOW};
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -31,7 +32,7 @@ pub struct Count {
     pub messages: usize,
     /// Instructions executed from the zeroing to the dump (every thread).
     pub instructions: u64,
-    /// callgrind_annotate's summary of the dump: top functions by their own instructions.
+    /// The top functions by their own instructions (per message, share), one a line.
     pub by_function: String,
     /// Instructions per message summed by crate (the first path segment of each function).
     pub by_crate: Vec<(String, f64)>,
@@ -114,19 +115,31 @@ fn read(runner: &str, n: usize, dump: &Path) -> Count {
         })
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .expect("a summary line in the dump");
-    let annotate = Command::new("callgrind_annotate")
-        .args(["--threshold=100", "--auto=no"])
-        .arg(dump)
-        .output()
-        .expect("callgrind_annotate");
-    let annotate = String::from_utf8_lossy(&annotate.stdout).into_owned();
-    let by_crate = by_crate(&annotate, n);
-    let by_function = annotate
-        .lines()
-        .filter(|l| l.contains(':') && l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
-        .take(30)
+    let functions = self_costs(&text);
+    let by_function = functions
+        .iter()
+        .take(40)
+        .map(|(f, c)| {
+            format!(
+                "{:>9.0} {:>5.1}%  {f}",
+                *c as f64 / n as f64,
+                100.0 * *c as f64 / instructions as f64
+            )
+        })
         .collect::<Vec<_>>()
         .join("\n");
+    let mut by_crate: Vec<(String, f64)> = Vec::new();
+    for (f, c) in &functions {
+        let name = crate_of(f);
+        match by_crate.iter_mut().find(|(k, _)| *k == name) {
+            Some((_, s)) => *s += *c as f64,
+            None => by_crate.push((name, *c as f64)),
+        }
+    }
+    for (_, s) in &mut by_crate {
+        *s /= n as f64;
+    }
+    by_crate.sort_by(|a, b| b.1.total_cmp(&a.1));
     Count {
         runner: runner.to_string(),
         messages: n,
@@ -136,60 +149,68 @@ fn read(runner: &str, n: usize, dump: &Path) -> Count {
     }
 }
 
-/// Sum callgrind_annotate's lines (`1,234 (0.5%)  file:function [object]`) by crate: the first
-/// segment of the function's path (`tokio::runtime::…` → `tokio`, `<bytes::Bytes as …>` →
-/// `bytes`), `libc` and the kernel's entry points by their object; per message.
-fn by_crate(annotate: &str, n: usize) -> Vec<(String, f64)> {
-    let mut sums: Vec<(String, f64)> = Vec::new();
-    for line in annotate.lines() {
-        let line = line.trim_start();
-        let Some((count, rest)) = line.split_once(' ') else {
-            continue;
-        };
-        let Ok(count) = count.replace(',', "").parse::<u64>() else {
-            continue;
-        };
-        // After the count: an optional "(x%)", then "file:function [object]".
-        let rest = rest.trim_start();
-        let rest = match rest.strip_prefix('(') {
-            Some(r) => r.split_once(')').map(|(_, r)| r.trim_start()).unwrap_or(r),
-            None => rest,
-        };
-        let Some((_, func)) = rest.split_once(':') else {
-            continue;
-        };
-        let name = crate_of(func);
-        match sums.iter_mut().find(|(c, _)| *c == name) {
-            Some((_, s)) => *s += count as f64,
-            None => sums.push((name, count as f64)),
+/// Each function's own instructions (its calls' excluded), largest first, from a callgrind
+/// dump (`positions: line`, `events: Ir`). Read here rather than with callgrind_annotate,
+/// which puts nearly everything under the task's poll function for these binaries.
+fn self_costs(dump: &str) -> Vec<(String, u64)> {
+    // Names are written once with their number, `fn=(12) name`, then as `fn=(12)`.
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut name = |v: &str| -> String {
+        match v.strip_prefix('(').and_then(|r| r.split_once(')')) {
+            Some((id, rest)) => {
+                let rest = rest.trim();
+                if !rest.is_empty() {
+                    names.insert(id.to_string(), rest.to_string());
+                }
+                names.get(id).cloned().unwrap_or_else(|| v.to_string())
+            }
+            None => v.to_string(),
+        }
+    };
+    let mut costs: HashMap<String, u64> = HashMap::new();
+    let mut function = String::new();
+    // The cost line after `calls=` is the call's inclusive cost, not the caller's own.
+    let mut call_cost = false;
+    for line in dump.lines() {
+        if let Some(v) = line.strip_prefix("fn=") {
+            function = name(v);
+        } else if let Some(v) = line
+            .strip_prefix("cfn=")
+            .or_else(|| line.strip_prefix("cfni="))
+        {
+            // The same numbering as `fn=`: a callee named here first keeps its name.
+            name(v);
+        } else if line.starts_with("calls=") {
+            call_cost = true;
+        } else if line.starts_with(|c: char| c.is_ascii_digit() || "+-*".contains(c)) {
+            let cost = line
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse::<u64>().ok());
+            if let (Some(cost), false) = (cost, call_cost) {
+                *costs.entry(function.clone()).or_default() += cost;
+            }
+            call_cost = false;
         }
     }
-    for (_, s) in &mut sums {
-        *s /= n as f64;
-    }
-    sums.sort_by(|a, b| b.1.total_cmp(&a.1));
-    sums
+    let mut costs: Vec<(String, u64)> = costs.into_iter().collect();
+    costs.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    costs
 }
 
+/// The crate of a function's name: its path's first segment (`tokio::runtime::…` → `tokio`,
+/// `<bytes::Bytes as …>` → `bytes`); a name without a path (C: libc, mimalloc) is `C`, and
+/// mimalloc's own (`mi_*`, `_mi_*`) are `mimalloc`.
 fn crate_of(func: &str) -> String {
-    let func = func.trim();
-    let (name, object) = match func.rsplit_once(" [") {
-        Some((n, o)) => (n, o.trim_end_matches(']')),
-        None => (func, ""),
-    };
-    let name = name.trim_start_matches(['<', '&', '*', ' ']);
+    let name = func.trim().trim_start_matches(['<', '&', '*', ' ']);
     let name = name.strip_prefix("mut ").unwrap_or(name);
     let name = name.strip_prefix("dyn ").unwrap_or(name);
     match name.split_once("::") {
-        Some((first, _)) if !first.is_empty() && !first.contains(' ') => first.to_string(),
-        _ => {
-            let object = object.rsplit('/').next().unwrap_or(object);
-            if object.is_empty() {
-                "other".to_string()
-            } else {
-                object.to_string()
-            }
+        Some((first, _)) if !first.is_empty() && !first.contains([' ', '<', '>']) => {
+            first.to_string()
         }
+        _ if name.starts_with("mi_") || name.starts_with("_mi_") => "mimalloc".to_string(),
+        _ => "C".to_string(),
     }
 }
 
@@ -372,8 +393,8 @@ pub fn write(dir: &Path, sections: &[Section]) -> PathBuf {
             }
             let _ = writeln!(
                 md,
-                "\n<details><summary>{}: the top functions (callgrind_annotate, self cost, all \
-                 {} messages)</summary>\n\n```\n{}\n```\n</details>\n",
+                "\n<details><summary>{}: the top functions by their own instructions \
+                 (per message, share of all; {} messages)</summary>\n\n```\n{}\n```\n</details>\n",
                 c.runner, c.messages, c.by_function
             );
         }
@@ -391,29 +412,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn annotate_lines_sum_by_crate() {
-        let annotate = "\
---------------------------------------------------------------------------------
-Ir
---------------------------------------------------------------------------------
-3,000 (100.0%)  PROGRAM TOTALS
---------------------------------------------------------------------------------
-Ir           file:function
---------------------------------------------------------------------------------
-1,000 (33.3%)  ???:tokio::runtime::task::raw::poll [/bin/switchyard]
-  500 (16.6%)  src/x.rs:<bytes::Bytes as core::clone::Clone>::clone [/bin/switchyard]
-  400 (13.3%)  ./malloc/malloc.c:malloc [/usr/lib/x86_64-linux-gnu/libc.so.6]
-  100  ???:tokio::time::sleep [/bin/switchyard]
+    fn self_costs_leave_out_what_calls_cost() {
+        let dump = "\
+events: Ir
+summary: 1150
+fl=(1) src/a.rs
+fn=(1) tokio::runtime::task::raw::poll
+10 100
+cfn=(2) <bytes::Bytes as core::clone::Clone>::clone
+calls=3 20
+11 700
+12 50
+fn=(2)
+20 500
+fn=(3) mi_free
+1 400
++1 100
 ";
-        let sums = by_crate(annotate, 10);
+        let costs = self_costs(dump);
         assert_eq!(
-            sums,
+            costs,
             vec![
-                ("tokio".to_string(), 110.0),
-                ("bytes".to_string(), 50.0),
-                ("libc.so.6".to_string(), 40.0),
+                (
+                    "<bytes::Bytes as core::clone::Clone>::clone".to_string(),
+                    500
+                ),
+                ("mi_free".to_string(), 500),
+                ("tokio::runtime::task::raw::poll".to_string(), 150),
             ],
-            "PROGRAM TOTALS is not a function"
+            "a call's 700 is the callee's, not the caller's"
         );
+        let crates: Vec<String> = costs.iter().map(|(f, _)| crate_of(f)).collect();
+        assert_eq!(crates, ["bytes", "mimalloc", "tokio"]);
+        assert_eq!(crate_of("__memcpy_avx_unaligned_erms"), "C");
     }
 }

@@ -1039,7 +1039,11 @@ async fn main() {
             });
         }
         println!("wrote {}", instructions::write(&out, &sections).display());
-        let _ = std::fs::remove_dir_all(&dir);
+        if std::env::var_os("BENCH_KEEP").is_some() {
+            println!("the dumps and the processes' logs are in {}", dir.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         return;
     }
     let mut scenarios = Vec::new();

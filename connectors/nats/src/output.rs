@@ -142,7 +142,9 @@ const CE_TRACEPARENT: HeaderName = HeaderName::from_static("ce-traceparent");
 /// percent-encoded whole as the CloudEvents HTTP binding encodes (`%0A`, and `%25` for `%`),
 /// so a CloudEvents reader decodes it; any other value travels as it is.
 fn value(v: &str) -> HeaderValue {
-    if v.contains(['\r', '\n']) {
+    // Bytes, not chars: a UTF-8 continuation byte is never CR or LF, and the byte loop is a
+    // fraction of the char search's cost.
+    if v.bytes().any(|b| b == b'\r' || b == b'\n') {
         HeaderValue::from(encode_header_value(v))
     } else {
         HeaderValue::from(v)
@@ -201,7 +203,12 @@ impl Output for NatsOutput {
                 "{subject:?} is not a NATS subject (empty, whitespace, or an empty token)"
             ))
         })?;
-        let queue = self.queue().await?;
+        // Connected already but for the first write: the connecting future (kilobytes) is
+        // boxed, so it does not make every write's future that much larger.
+        let queue = match self.queue.get() {
+            Some(q) => q,
+            None => Box::pin(self.queue()).await?,
+        };
         let headers = headers(record, self.config.jetstream && self.config.deduplicate);
         let timeout = self.config.timeout.get();
         let work = async {
@@ -279,6 +286,21 @@ mod tests {
         );
         assert_eq!(h.len(), 10);
         assert!(headers(&r, false).get("Nats-Msg-Id").is_none());
+    }
+
+    #[tokio::test]
+    async fn a_writes_future_stays_small() {
+        // Each write's future is moved into its box: with the connecting future inside, it was
+        // 9,800 bytes, copied at every write (7% of the gateway's instructions on JetStream).
+        let config: NatsOutputConfig = serde_json::from_value(serde_json::json!({
+            "url": "nats://127.0.0.1:1", "subject": "s", "jetstream": true
+        }))
+        .unwrap();
+        let output = config.build().unwrap();
+        let r = record();
+        let write = output.write(&r);
+        let size = std::mem::size_of_val(&*write);
+        assert!(size < 1024, "the write future is {size} bytes");
     }
 
     #[test]
