@@ -149,7 +149,7 @@ pub fn is_json_media_type(ct: &str) -> bool {
 /// (for triggers whose messages may lack a content type).
 pub fn sniff_json(data: &[u8]) -> Option<String> {
     let first = data.iter().find(|b| !b.is_ascii_whitespace())?;
-    (matches!(first, b'{' | b'[') && serde_json::from_slice::<serde::de::IgnoredAny>(data).is_ok())
+    (matches!(first, b'{' | b'[') && crate::json::is_json(data))
         .then(|| "application/json".to_string())
 }
 

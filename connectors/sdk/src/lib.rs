@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod health;
+pub mod json;
 pub mod output;
 pub mod signature;
 pub mod template;
