@@ -338,7 +338,7 @@ mod tests {
             assert!(is_json(o.as_bytes()), "depth {depth}");
             // Mixed nesting closed in the wrong order past the inline stack.
             let mut m = "[{\"k\":".repeat(depth);
-            m.push_str("1");
+            m.push('1');
             m.push_str(&"]}".repeat(depth));
             assert!(!is_json(m.as_bytes()), "depth {depth}");
         }
