@@ -354,7 +354,12 @@ pub fn write(dir: &Path, sections: &[Section]) -> PathBuf {
          the messages below were published and drained (every thread of the runner, user space \
          only; the kernel's work for its system calls is not counted). The count does not \
          depend on the machine's load: the same binary doing the same work counts the same. \
-         Commit `{commit}`. The window is {WINDOW} in flight for every runner, as in the \
+         Instructions are not time: a tight loop runs several per cycle, a cache miss or a \
+         system call costs hundreds of cycles for one; and valgrind's virtual CPU lacks some \
+         extensions (SHA-NI among them), so code that uses one natively is counted on its \
+         software path (the RabbitMQ trigger's SHA-256 of a body that has no message id). \
+         Checkout `{commit}` (`BENCH_GATEWAY` and `BENCH_GATEWAY_B` name the builds measured, \
+         the production build of it by default). The window is {WINDOW} in flight for every runner, as in the \
          timed benchmark.\n"
     );
     for s in sections {
