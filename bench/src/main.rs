@@ -24,7 +24,8 @@
 //! per runner, in turn and in a rotating order; the report gives each runner's median round and
 //! lists every round; default 3), `BENCH_INSTRUCTIONS` (set: instead of the timed benchmark,
 //! count each runner's instructions per message under callgrind, `BENCH_INSTRUCTIONS_MESSAGES`
-//! of them, default 5000; see [`instructions`]).
+//! of them, default 5000; see [`instructions`]), `BENCH_MAX_IN_FLIGHT` (the events switchyard
+//! holds, default the window of 64; its calls stay 64).
 
 mod brokers;
 mod instructions;
@@ -229,9 +230,11 @@ impl Bench {
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
             .unwrap_or_default();
         // The same window as the bridge and the peer: `WINDOW` calls, and `WINDOW` events held
-        // (the gateway's default too, set here so a change of the default does not move it).
+        // (the gateway's default too, set here so a change of the default does not move it),
+        // unless `BENCH_MAX_IN_FLIGHT` holds more (an experiment: the calls stay `WINDOW`).
+        let held = env_or("BENCH_MAX_IN_FLIGHT", WINDOW);
         let yaml = format!(
-            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n    max_in_flight: {WINDOW}\n{pipeline}",
+            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n    max_in_flight: {held}\n{pipeline}",
             self.echo_url
         );
         let cfg = self.dir.join(format!("switchyard-{admin}.yaml"));
