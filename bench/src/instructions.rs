@@ -228,29 +228,16 @@ pub async fn broker(b: &Bench, kind: Kind, n: usize) -> Section {
         broker.create(&output).await;
         let out = b.dir.join(format!("callgrind-{input}"));
         let wrapper = valgrind(&out);
-        let proc = match b.gateway_of(runner) {
-            Some(bin) => Some(
-                b.start_gateway_in(
-                    bin,
-                    &broker.gateway_pipeline(&input, &output),
-                    None,
-                    &wrapper,
-                )
-                .await,
-            ),
-            None => match broker.peer_endpoints(&input, &output) {
-                Some((pin, pout)) => b.start_peer_in(&pin, &pout, &wrapper).await,
-                None => None,
-            },
-        };
-        let Some(mut proc) = proc else {
-            section
-                .notes
-                .push(format!("{runner}: not run (no binary, or no connector)."));
-            broker.remove(&input).await;
-            broker.remove(&output).await;
-            continue;
-        };
+        let mut proc =
+            match crate::start_process(b, &broker, runner, &input, &output, &wrapper).await {
+                Ok(p) => p,
+                Err(why) => {
+                    section.notes.push(format!("{runner}: {why}"));
+                    broker.remove(&input).await;
+                    broker.remove(&output).await;
+                    continue;
+                }
+            };
         println!("{runner} under callgrind: warming up with {WARM} messages");
         let p = broker.publisher(&input).await;
         publish(&p, WARM, kind.window(), None).await;
@@ -359,8 +346,8 @@ pub fn write(dir: &Path, sections: &[Section]) -> PathBuf {
          extensions (SHA-NI among them), so code that uses one natively is counted on its \
          software path (the RabbitMQ trigger's SHA-256 of a body that has no message id). \
          Checkout `{commit}` (`BENCH_GATEWAY` and `BENCH_GATEWAY_B` name the builds measured, \
-         the production build of it by default). The window is {WINDOW} in flight for every runner, as in the \
-         timed benchmark.\n"
+         the production build of it by default). The window is {WINDOW} in flight for every \
+         runner, as in the timed benchmark.\n"
     );
     for s in sections {
         let _ = writeln!(md, "## {}\n", s.name);

@@ -449,23 +449,36 @@ async fn start_runner(
     output: &str,
 ) -> Result<Running, &'static str> {
     match runner {
+        RAW => Ok(Running::Task(raw_bridge(b, broker, input, output).await)),
+        _ => Ok(Running::Process(
+            start_process(b, broker, runner, input, output, &[]).await?,
+        )),
+    }
+}
+
+/// Start switchyard (either build) or the peer as a process on the route from `input` to
+/// `output`, run by `wrapper` (empty: as it is); `Err` says why it cannot run here.
+async fn start_process(
+    b: &Bench,
+    broker: &Broker,
+    runner: &str,
+    input: &str,
+    output: &str,
+    wrapper: &[String],
+) -> Result<Proc, &'static str> {
+    match runner {
         SWITCHYARD | SWITCHYARD_B => {
             let bin = b.gateway_of(runner).ok_or("BENCH_GATEWAY_B is unset.")?;
-            Ok(Running::Process(
-                b.start_gateway(bin, &broker.gateway_pipeline(input, output), None)
-                    .await,
-            ))
+            let pipeline = broker.gateway_pipeline(input, output);
+            Ok(b.start_gateway_in(bin, &pipeline, None, wrapper).await)
         }
-        RAW => Ok(Running::Task(raw_bridge(b, broker, input, output).await)),
         _ => {
             let (pin, pout) = broker
                 .peer_endpoints(input, output)
                 .ok_or("The peer has no Azure Storage queue connector; not compared.")?;
-            let peer = b
-                .start_peer(&pin, &pout)
+            b.start_peer_in(&pin, &pout, wrapper)
                 .await
-                .ok_or("The peer was not run (BENCH_PEER unset).")?;
-            Ok(Running::Process(peer))
+                .ok_or("The peer was not run (BENCH_PEER unset).")
         }
     }
 }
@@ -1042,32 +1055,35 @@ async fn main() {
             });
         }
         println!("wrote {}", instructions::write(&out, &sections).display());
-        if std::env::var_os("BENCH_KEEP").is_some() {
-            println!("the dumps and the processes' logs are in {}", dir.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&dir);
-        }
-        return;
+    } else {
+        timed(&b, &which, &out).await;
     }
+    if std::env::var_os("BENCH_KEEP").is_some() {
+        println!(
+            "the processes' logs (and any callgrind dumps) are in {}",
+            dir.display()
+        );
+    } else {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+/// The timed benchmark of the scenarios in `which`: the report and chart written into `out`.
+async fn timed(b: &Bench, which: &str, out: &Path) {
     let mut scenarios = Vec::new();
     for name in which.split(',').map(str::trim) {
         let s = match name {
-            "kafka" => broker_scenario(&b, Kind::Kafka).await,
-            "rabbitmq" => broker_scenario(&b, Kind::RabbitMq).await,
-            "jetstream" => broker_scenario(&b, Kind::JetStream).await,
-            "azure" => broker_scenario(&b, Kind::AzureQueue).await,
-            "http" => http_scenario(&b).await,
+            "kafka" => broker_scenario(b, Kind::Kafka).await,
+            "rabbitmq" => broker_scenario(b, Kind::RabbitMq).await,
+            "jetstream" => broker_scenario(b, Kind::JetStream).await,
+            "azure" => broker_scenario(b, Kind::AzureQueue).await,
+            "http" => http_scenario(b).await,
             other => panic!("unknown scenario {other:?}"),
         };
         scenarios.push(s);
     }
-    let (md, svg) = report::write(&out, &scenarios, b.peer.is_some());
+    let (md, svg) = report::write(out, &scenarios, b.peer.is_some());
     println!("wrote {} and {}", md.display(), svg.display());
-    if std::env::var_os("BENCH_KEEP").is_some() {
-        println!("the processes' logs are in {}", dir.display());
-    } else {
-        let _ = std::fs::remove_dir_all(&dir);
-    }
 }
 
 #[cfg(test)]
