@@ -365,9 +365,7 @@ async fn calls_go_on_while_output_writes_wait() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve(app).await;
     // concurrency 8 (the function's), 32 held: a delivery whose call is done waits for its
     // write without holding one of the 8 calls.
     let g = Gateway::start(&http_pipeline(&format!(
@@ -767,9 +765,7 @@ async fn an_output_status_outside_retry_on_is_dead_lettered_at_once() {
             }
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve(app).await;
     let g = Gateway::start(&http_pipeline(&format!(
         "      - {{ name: hook, type: http, url: \"http://127.0.0.1:{port}/hook\" }}\n"
     )))

@@ -203,9 +203,7 @@ async fn an_http_output_percent_encodes_attributes_a_header_cannot_carry() {
             axum::http::StatusCode::NO_CONTENT
         }),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve(app).await;
     let input = unique("in");
     declare(&input, FieldTable::default()).await;
     publish_with(

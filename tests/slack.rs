@@ -94,9 +94,7 @@ async fn mock_slack() -> (Shared, u16) {
         .route("/api/chat.postMessage", axum::routing::post(post_message))
         .route("/response/{id}", axum::routing::post(response_url))
         .with_state(shared.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve(app).await;
     (shared, port)
 }
 

@@ -56,9 +56,7 @@ async fn receiver() -> (u16, Received) {
                 axum::http::StatusCode::OK
             }),
         );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = listener.local_addr().unwrap().port();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let port = serve(app).await;
     (port, got)
 }
 

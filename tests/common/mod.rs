@@ -22,6 +22,15 @@ pub fn values(n: usize, extra: serde_json::Value) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// Serve `app` on a free loopback port for the rest of the test (a destination or a stand-in
+/// server); its port.
+pub async fn serve(app: axum::Router) -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    port
+}
+
 /// The test function (Python standard library only).
 pub fn testfn() -> String {
     format!("{}/tests/functions/testfn.py", env!("CARGO_MANIFEST_DIR"))
