@@ -31,6 +31,14 @@ pipelines:
     )
 }
 
+/// For each call the test function served, how many it was handling at once (its `active`).
+fn calls_at_once(g: &Gateway) -> Vec<u64> {
+    g.function_log()
+        .iter()
+        .map(|r| r["active"].as_u64().unwrap())
+        .collect()
+}
+
 async fn send(g: &Gateway, body: serde_json::Value) -> String {
     let (status, reply) = g.post("/in", body.to_string()).await;
     assert_eq!(status, 202, "{reply}");
@@ -332,11 +340,7 @@ async fn concurrency_bounds_the_calls_and_max_in_flight_the_events_held() {
     };
     let bodies = (0..N).map(|n| serde_json::json!({ "n": n, "sleep_ms": 200 }));
     let (_, held_max) = tokio::join!(send_all(&g, bodies), watch);
-    let active: Vec<u64> = g
-        .function_log()
-        .iter()
-        .map(|r| r["active"].as_u64().unwrap())
-        .collect();
+    let active = calls_at_once(&g);
     assert_eq!(active.len(), N, "one call per event");
     assert_eq!(
         active.iter().max(),
@@ -378,11 +382,7 @@ async fn calls_go_on_while_output_writes_wait() {
         files_in(&g.path("out")).len() == N
     })
     .await;
-    let calls: Vec<u64> = g
-        .function_log()
-        .iter()
-        .map(|r| r["active"].as_u64().unwrap())
-        .collect();
+    let calls = calls_at_once(&g);
     assert_eq!(calls.len(), N, "one call per event");
     assert!(
         calls.iter().all(|&c| c <= 8),
