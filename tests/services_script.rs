@@ -1,37 +1,68 @@
 //! `scripts/services stop` and pid files. A pid file outlives its broker when a machine or a
 //! session ends without a stop, and the kernel gives its number to a later process: the CI run
-//! that starts next must not kill that process (it once killed the run itself, exit 143).
+//! that starts next must not kill that process (it once killed the run itself, exit 143). The
+//! broker itself is still found, by its command line, so `fresh` starts on empty data.
 
+use std::io::BufRead;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::{Child, Command, Stdio};
 
-fn stop_with_pid_files(run: &Path, pid: u32) -> std::process::Output {
+fn write_pid_files(run: &Path, pid: u32) {
     for service in ["kafka", "nats", "azurite"] {
         std::fs::create_dir_all(run.join(service)).unwrap();
         std::fs::write(run.join(service).join("pid"), pid.to_string()).unwrap();
     }
-    Command::new(format!("{}/scripts/services", env!("CARGO_MANIFEST_DIR")))
+}
+
+fn stop(run: &Path) -> String {
+    let out = Command::new(format!("{}/scripts/services", env!("CARGO_MANIFEST_DIR")))
         .args(["stop", "kafka", "nats", "azurite"])
         .env("SWITCHYARD_RUN", run)
         .output()
-        .unwrap()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }
 
 fn alive(child: &mut Child) -> bool {
     child.try_wait().unwrap().is_none()
 }
 
+/// A stand-in broker: a process whose command line is the NATS server's for `run` (as
+/// `scripts/services` starts it), with a parent shell that reaps it, so it is gone, not a
+/// zombie, once stopped. Returns the parent and the stand-in's pid.
+fn stand_in_nats(run: &Path) -> (Child, u32) {
+    let argv = format!(
+        "nats-server -a 127.0.0.1 -p 4222 -js -sd {}/nats/data",
+        run.display()
+    );
+    // From the environment, not an argument: the shell's own command line must not match.
+    let mut parent = Command::new("bash")
+        .args(["-c", r#"exec -a "$STAND_IN" sleep 60 & echo $!; wait"#])
+        .env("STAND_IN", argv)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid = line.trim().parse().unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    (parent, pid)
+}
+
 #[test]
 fn a_stale_pid_file_stops_nothing() {
     let run = tempfile::tempdir().unwrap();
     let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
-    let out = stop_with_pid_files(run.path(), bystander.id());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    write_pid_files(run.path(), bystander.id());
+    let stdout = stop(run.path());
     assert!(
         alive(&mut bystander),
         "a process named in a stale pid file was killed"
@@ -48,33 +79,34 @@ fn a_stale_pid_file_stops_nothing() {
 }
 
 #[test]
-fn a_pid_file_of_the_broker_stops_it() {
-    use std::io::BufRead;
+fn the_broker_is_stopped_by_its_pid_file() {
     let run = tempfile::tempdir().unwrap();
-    // A process whose command line names the broker, as the real one's does; its parent shell
-    // reaps it, so it is gone (not a zombie) once stopped.
-    let mut parent = Command::new("bash")
-        .args(["-c", "exec -a nats-server sleep 60 & echo $!; wait"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(parent.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let pid: u32 = line.trim().parse().unwrap();
-    let proc_dir = format!("/proc/{pid}");
-    assert!(Path::new(&proc_dir).exists());
-    let out = stop_with_pid_files(run.path(), pid);
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let (mut parent, pid) = stand_in_nats(run.path());
+    write_pid_files(run.path(), pid);
+    let stdout = stop(run.path());
     assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        !Path::new(&proc_dir).exists(),
+        !Path::new(&format!("/proc/{pid}")).exists(),
         "the broker's process was not stopped: {stdout}"
     );
     parent.wait().unwrap();
+}
+
+#[test]
+fn the_broker_is_found_by_its_command_line_when_its_pid_file_is_stale() {
+    let run = tempfile::tempdir().unwrap();
+    let (mut parent, pid) = stand_in_nats(run.path());
+    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
+    write_pid_files(run.path(), bystander.id());
+    let stdout = stop(run.path());
+    assert!(
+        alive(&mut bystander),
+        "a process named in a stale pid file was killed"
+    );
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the broker's process was not stopped: {stdout}"
+    );
+    parent.wait().unwrap();
+    bystander.kill().unwrap();
+    bystander.wait().unwrap();
 }
