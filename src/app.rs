@@ -457,6 +457,19 @@ impl Gateway {
             .max_in_flight
             .unwrap_or(fcfg.concurrency * max_events)
             .max(1);
+        if let Some(prefetch) = p.trigger.unacked_limit().filter(|&n| n < max_in_flight) {
+            // Never more than `prefetch` events arrive unacknowledged, so the engine is never
+            // full: each delivery wakes it alone (2.5 times the context switches per message
+            // measured at twice the prefetch, docs/benchmarks.md), and where `concurrency` is
+            // above it, fewer calls run than it allows.
+            tracing::warn!(
+                pipeline = %name,
+                max_in_flight,
+                prefetch,
+                "the trigger's prefetch is below max_in_flight: at most prefetch events are held; \
+                 raise prefetch to max_in_flight (or lower concurrency)"
+            );
+        }
         let limits = engine::dispatch::Limits {
             max_in_flight,
             max_jobs: max_in_flight.div_ceil(max_events),

@@ -227,6 +227,17 @@ impl TriggerConfig {
         }
     }
 
+    /// The most deliveries the broker hands out unacknowledged, where the trigger sets such a
+    /// bound (RabbitMQ's `prefetch`): the pipeline never holds more events than this.
+    pub fn unacked_limit(&self) -> Option<usize> {
+        match self {
+            #[cfg(feature = "rabbitmq")]
+            Self::Rabbitmq(r) => Some(usize::from(r.prefetch)),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        }
+    }
+
     /// The path the trigger serves on the ingress server, if it does.
     pub fn ingress_path(&self) -> Option<&str> {
         match self {

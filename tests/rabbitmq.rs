@@ -240,3 +240,61 @@ pipelines:
         assert!(traceparent.starts_with("00-"), "{traceparent}");
     }
 }
+
+/// A pipeline that may hold more events than the queue's `prefetch` lets arrive unacknowledged
+/// is told so at start: it can never fill, and each delivery wakes the engine alone. One whose
+/// prefetch covers what it holds is not.
+#[tokio::test]
+async fn a_prefetch_below_max_in_flight_is_warned_about() {
+    let input = unique("in");
+    declare(&input, FieldTable::default()).await;
+    let yaml = |concurrency: usize, prefetch: usize| {
+        format!(
+            "
+functions:
+  f: {{ command: [python3, \"{{testfn}}\"], timeout: 5s, concurrency: {concurrency} }}
+pipelines:
+  r:
+    trigger: {{ type: rabbitmq, url: \"{URL}\", queue: {input}, prefetch: {prefetch} }}
+    function: f
+"
+        )
+    };
+    let warning = "prefetch is below max_in_flight";
+    let over = Gateway::start(&yaml(128, 64)).await;
+    eventually(10, "the warning in the gateway's log", || {
+        over.log().contains(warning)
+    })
+    .await;
+    let line = over
+        .log()
+        .lines()
+        .find(|l| l.contains(warning))
+        .map(without_colours)
+        .unwrap();
+    assert!(
+        line.contains("max_in_flight=128") && line.contains("prefetch=64"),
+        "{line}"
+    );
+    let covered = Gateway::start(&yaml(64, 64)).await;
+    // Both started the same way; the first warned before it was ready.
+    assert!(!covered.log().contains(warning), "{}", covered.log());
+}
+
+/// A log line without its terminal colour codes (`ESC [ ... m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
