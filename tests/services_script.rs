@@ -29,8 +29,35 @@ fn stop(run: &Path) -> String {
     stdout
 }
 
-fn alive(child: &mut Child) -> bool {
-    child.try_wait().unwrap().is_none()
+/// A process that is no broker (`sleep`), killed when dropped.
+struct Bystander(Child);
+
+impl Bystander {
+    fn start() -> Bystander {
+        Bystander(Command::new("sleep").arg("60").spawn().unwrap())
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn assert_alive(&mut self) {
+        assert!(
+            self.0.try_wait().unwrap().is_none(),
+            "a process named in a stale pid file was killed"
+        );
+    }
+}
+
+impl Drop for Bystander {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn running(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// A stand-in broker: a process whose command line is the NATS server's for `run` (as
@@ -53,20 +80,17 @@ fn stand_in_nats(run: &Path) -> (Child, u32) {
         .read_line(&mut line)
         .unwrap();
     let pid = line.trim().parse().unwrap();
-    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert!(running(pid));
     (parent, pid)
 }
 
 #[test]
 fn a_stale_pid_file_stops_nothing() {
     let run = tempfile::tempdir().unwrap();
-    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
-    write_pid_files(run.path(), bystander.id());
+    let mut bystander = Bystander::start();
+    write_pid_files(run.path(), bystander.pid());
     let stdout = stop(run.path());
-    assert!(
-        alive(&mut bystander),
-        "a process named in a stale pid file was killed"
-    );
+    bystander.assert_alive();
     assert_eq!(stdout.matches("stale pid file").count(), 3, "{stdout}");
     for service in ["kafka", "nats", "azurite"] {
         assert!(
@@ -74,8 +98,6 @@ fn a_stale_pid_file_stops_nothing() {
             "{service}'s stale pid file kept"
         );
     }
-    bystander.kill().unwrap();
-    bystander.wait().unwrap();
 }
 
 #[test]
@@ -85,7 +107,7 @@ fn the_broker_is_stopped_by_its_pid_file() {
     write_pid_files(run.path(), pid);
     let stdout = stop(run.path());
     assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
+        !running(pid),
         "the broker's process was not stopped: {stdout}"
     );
     parent.wait().unwrap();
@@ -95,18 +117,13 @@ fn the_broker_is_stopped_by_its_pid_file() {
 fn the_broker_is_found_by_its_command_line_when_its_pid_file_is_stale() {
     let run = tempfile::tempdir().unwrap();
     let (mut parent, pid) = stand_in_nats(run.path());
-    let mut bystander = Command::new("sleep").arg("60").spawn().unwrap();
-    write_pid_files(run.path(), bystander.id());
+    let mut bystander = Bystander::start();
+    write_pid_files(run.path(), bystander.pid());
     let stdout = stop(run.path());
+    bystander.assert_alive();
     assert!(
-        alive(&mut bystander),
-        "a process named in a stale pid file was killed"
-    );
-    assert!(
-        !Path::new(&format!("/proc/{pid}")).exists(),
+        !running(pid),
         "the broker's process was not stopped: {stdout}"
     );
     parent.wait().unwrap();
-    bystander.kill().unwrap();
-    bystander.wait().unwrap();
 }
