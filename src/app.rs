@@ -448,23 +448,21 @@ impl Gateway {
             metrics,
         });
         let max_events = p.batch.max_events.max(1);
-        // `concurrency` bounds the calls (the invoker's limit); the events held are bounded
-        // apart from it, one job per `max_events` held. Holding more than are called lets the
-        // outputs of finished calls be written while the next calls run (docs/benchmarks.md:
-        // Kafka 1.18-1.49 times the msg/s at twice; RabbitMQ, bound by its prefetch, used
-        // 14-20% more CPU per message), so the default holds only as many as are called.
+        let calls = fcfg.concurrency * max_events;
+        let unacked = p.trigger.unacked_limit();
         let max_in_flight = p
             .max_in_flight
-            .unwrap_or(fcfg.concurrency * max_events)
+            .unwrap_or_else(|| default_max_in_flight(calls, !delivery.outputs.is_empty(), unacked))
             .max(1);
-        if let Some(prefetch) = p.trigger.unacked_limit().filter(|&n| n < max_in_flight) {
+        let asked = p.max_in_flight.unwrap_or(calls);
+        if let Some(prefetch) = unacked.filter(|&n| n < asked) {
             // Never more than `prefetch` events arrive unacknowledged, so the engine is never
             // full: each delivery wakes it alone (2.5 times the context switches per message
             // measured at twice the prefetch, docs/benchmarks.md), and where `concurrency` is
             // above it, fewer calls run than it allows.
             tracing::warn!(
                 pipeline = %name,
-                max_in_flight,
+                max_in_flight = asked,
                 prefetch,
                 "the trigger's prefetch is below max_in_flight: at most prefetch events are held; \
                  raise prefetch to max_in_flight (or lower concurrency)"
@@ -804,6 +802,17 @@ async fn probe_function(
     }
 }
 
+/// The events a pipeline holds when it does not set `max_in_flight`. `concurrency` (times
+/// `batch.max_events`) bounds the calls; with outputs it holds twice that, so the outputs of
+/// finished calls are written while the next calls run (docs/benchmarks.md: a Kafka output,
+/// whose writes wait for the broker's acks, drained 1.18-1.49 times as fast). Never more than
+/// the trigger delivers unacknowledged (RabbitMQ's `prefetch`): an engine that can never fill
+/// takes each delivery alone, which cost 14-20% more CPU per message for no more throughput.
+fn default_max_in_flight(calls: usize, has_outputs: bool, unacked: Option<usize>) -> usize {
+    let wanted = if has_outputs { 2 * calls } else { calls };
+    unacked.map_or(wanted, |limit| wanted.min(limit))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -814,6 +823,29 @@ mod tests {
             "functions:\n  f: {{ url: \"http://127.0.0.1:1\", timeout: {fn_timeout} }}\n  g: {{ url: \"http://127.0.0.1:2\" }}\npipelines:\n{pipelines}"
         );
         load_str_with_source(&src, "t.yaml", &Env).unwrap()
+    }
+
+    #[test]
+    fn the_default_holds_twice_the_calls_with_outputs_and_never_more_than_the_trigger_leaves_unacked(
+    ) {
+        assert_eq!(
+            default_max_in_flight(64, true, None),
+            128,
+            "outputs overlap calls"
+        );
+        assert_eq!(
+            default_max_in_flight(64, false, None),
+            64,
+            "nothing to overlap"
+        );
+        assert_eq!(default_max_in_flight(64, true, Some(64)), 64, "prefetch 64");
+        assert_eq!(default_max_in_flight(64, true, Some(100)), 100);
+        assert_eq!(
+            default_max_in_flight(64, false, Some(32)),
+            32,
+            "prefetch below concurrency"
+        );
+        assert_eq!(default_max_in_flight(64, true, Some(1000)), 128);
     }
 
     const A: &str = "  a: { trigger: { type: http, path: /a }, function: f }\n";

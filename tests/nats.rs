@@ -281,8 +281,9 @@ async fn sigkill_mid_stream_then_restart_loses_nothing() {
     let (distinct, dups) = distinct_and_duplicates(&all, "n");
     assert_eq!(distinct, N, "none lost");
     eprintln!("duplicates after SIGKILL: {dups}");
-    // The engine holds at most max_in_flight (16 × 1 here) plus the channel; those are the
-    // only ones that can have reached the output without their ack.
+    // The engine holds at most max_in_flight (by default twice the concurrency with an output:
+    // 32 here) plus the channel (as many); those are the only ones that can have reached the
+    // output without their ack.
     assert!(dups <= 64, "{dups} duplicates");
     let pids: std::collections::HashSet<_> =
         g.function_log().iter().map(|r| r["pid"].as_u64()).collect();

@@ -224,8 +224,10 @@ pub struct PipelineConfig {
     /// The function (a key of `functions`) that receives the events.
     pub function: String,
     /// Events held at once by this pipeline (queued, batching, in calls and in output writes).
-    /// Defaults to the function's `concurrency` times `batch.max_events`. The calls themselves
-    /// are bounded by `concurrency`; holding more lets outputs be written while calls run.
+    /// The calls themselves are bounded by `concurrency`; holding more lets outputs be written
+    /// while calls run. Defaults to twice the function's `concurrency` times `batch.max_events`
+    /// when the pipeline has outputs, once without, and at most what the trigger leaves
+    /// unacknowledged (RabbitMQ's `prefetch`).
     #[serde(default)]
     pub max_in_flight: Option<usize>,
     /// Batching: more than one event per invocation.
