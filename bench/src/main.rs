@@ -9,11 +9,13 @@
 //!   into the output, and the same by the peer (`mq-bridge-app`) and by a hand-written bridge in
 //!   this process (the same clients, none of the gateway's features);
 //! - latency: an open-loop producer at 50% and 80% of switchyard's measured maximum, the time
-//!   from publish to the output, through switchyard, the peer and the hand-written bridge.
+//!   from publish to the output, through switchyard, the peer and the hand-written bridge, all
+//!   running at once on queues of their own, each step taken in slices with the runners in turn.
 //!
 //! It writes `bench/results/<date>.md` and `<date>.svg`. Knobs (environment): `BENCH_SCENARIOS`
 //! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
 //! 200000; Azure uses `BENCH_AZURE_MESSAGES`, default 2000), `BENCH_LATENCY_SECS` (default 10),
+//! `BENCH_LATENCY_SLICES` (the slices each step is taken in, default 5),
 //! `BENCH_LATENCY_SHARES` (the latency steps' loads, default `0.5,0.8`), `BENCH_GATEWAY` (the
 //! switchyard binary), `BENCH_GATEWAY_B` (a second switchyard binary, run as one more runner
 //! in the same rounds; the report gives its ratios to the first round by round),
@@ -183,6 +185,9 @@ struct Bench {
     client: reqwest::Client,
     messages: usize,
     latency_secs: f64,
+    /// Each latency step is taken in this many slices of `latency_secs` ÷ slices, the runners
+    /// in turn.
+    latency_slices: usize,
     /// The loads of the latency steps, as shares of switchyard's measured maximum.
     latency_shares: Vec<f64>,
     rounds: usize,
@@ -819,9 +824,21 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     }
     rounds.record(&mut s, &runners);
 
-    // Latency, open loop, at 50% and 80% of switchyard's maximum.
+    // Latency, open loop, at 50% and 80% of switchyard's maximum. Every runner is started at
+    // once, each on queues of its own, and each step is taken in slices, the runners in turn
+    // (rotated from slice to slice): a slow moment of the shared machine then falls on all of
+    // them, not on one runner's whole step (single steps in turn gave differences of p99 that
+    // swung by tens of milliseconds from run to run).
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
-    let secs = b.latency_secs;
+    struct Live {
+        runner: &'static str,
+        input: String,
+        output: String,
+        out: BoxStream<'static, Msg>,
+        publisher: Publisher,
+        _running: Running,
+    }
+    let mut live = Vec::new();
     for runner in runners {
         let (input, output) = (unique("lin"), unique("lout"));
         broker.create(&input).await;
@@ -841,35 +858,52 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
             tokio::time::sleep(Duration::from_secs(3)).await;
         }
         let mut out = broker.consume(&output).await;
-        let p = broker.publisher(&input).await;
+        let publisher = broker.publisher(&input).await;
         // Warm up: consumer groups joined, connections open, before anything is timed.
         let warm = 50;
-        let (_, _) = tokio::join!(publish(&p, warm, warm, None), consume(&mut out, warm));
-        for &share in &b.latency_shares {
-            let rate = max * share;
-            let count = ((rate * secs) as usize).max(100);
-            let (_, ages) = tokio::join!(
-                publish(&p, count, kind.window(), Some(rate)),
-                consume(&mut out, count)
-            );
-            let l = Latency::from(runner, share, rate, ages.1);
-            println!(
-                "{runner} at {:.0}%: p50 {:.2} ms p99 {:.2} ms",
-                share * 100.0,
-                l.p50_ms,
-                l.p99_ms
-            );
+        let (_, _) = tokio::join!(
+            publish(&publisher, warm, warm, None),
+            consume(&mut out, warm)
+        );
+        live.push(Live {
+            runner,
+            input,
+            output,
+            out,
+            publisher,
+            _running: running,
+        });
+    }
+    let slice_secs = b.latency_secs / b.latency_slices as f64;
+    let order: Vec<usize> = (0..live.len()).collect();
+    for &share in &b.latency_shares {
+        let rate = max * share;
+        let count = ((rate * slice_secs) as usize).max(100);
+        let mut ages = vec![Vec::new(); live.len()];
+        for slice in 0..b.latency_slices {
+            for &k in rotated(&order, slice) {
+                let l = &mut live[k];
+                let (_, (_, a)) = tokio::join!(
+                    publish(&l.publisher, count, kind.window(), Some(rate)),
+                    consume(&mut l.out, count)
+                );
+                ages[k].push(a);
+            }
+        }
+        for (l, ages) in live.iter().zip(ages) {
+            let l = Latency::sliced(l.runner, share, rate, ages);
+            println!("{}", l.line());
             s.latency.push(l);
         }
-        drop((out, p, running));
-        broker.remove(&input).await;
-        broker.remove(&output).await;
+    }
+    for l in live {
+        drop((l.out, l.publisher, l._running));
+        broker.remove(&l.input).await;
+        broker.remove(&l.output).await;
     }
     s
 }
 
-/// The http scenario: the function called directly against through switchyard's http trigger
-/// (`response: sync`) and through the peer's http input.
 async fn http_scenario(b: &Bench) -> Scenario {
     let n = b.messages.min(100_000);
     let mut s = Scenario::new("http (request → function → reply)", n);
@@ -941,24 +975,24 @@ async fn http_scenario(b: &Bench) -> Scenario {
         }
     }
     rounds.record(&mut s, &names);
+    // Latency in slices, the function called directly and the runners in turn, as in
+    // `broker_scenario`.
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
+    let mut targets = vec![(RAW, b.echo_url.clone())];
+    targets.extend(runners.iter().map(|(name, url, _)| (*name, url.clone())));
+    let slice_secs = b.latency_secs / b.latency_slices as f64;
+    let order: Vec<usize> = (0..targets.len()).collect();
     for &share in &b.latency_shares {
         let rate = max * share;
-        let direct = open_loop_http(&b.echo_url, rate, b.latency_secs).await;
-        s.latency.push(Latency::from(RAW, share, rate, direct));
-        for (name, url, _) in &runners {
-            let l = Latency::from(
-                name,
-                share,
-                rate,
-                open_loop_http(url, rate, b.latency_secs).await,
-            );
-            println!(
-                "{name} at {:.0}%: p50 {:.2} ms p99 {:.2} ms",
-                share * 100.0,
-                l.p50_ms,
-                l.p99_ms
-            );
+        let mut ages = vec![Vec::new(); targets.len()];
+        for slice in 0..b.latency_slices {
+            for &k in rotated(&order, slice) {
+                ages[k].push(open_loop_http(&targets[k].1, rate, slice_secs).await);
+            }
+        }
+        for ((name, _), ages) in targets.iter().zip(ages) {
+            let l = Latency::sliced(name, share, rate, ages);
+            println!("{}", l.line());
             s.latency.push(l);
         }
     }
@@ -1032,6 +1066,7 @@ async fn main() {
             .expect("http client"),
         messages: env_or("BENCH_MESSAGES", 200_000),
         latency_secs: env_or("BENCH_LATENCY_SECS", 10.0),
+        latency_slices: env_or("BENCH_LATENCY_SLICES", 5).max(1),
         latency_shares: latency_shares(),
         rounds: env_or("BENCH_ROUNDS", 3).max(1),
     };

@@ -31,25 +31,67 @@ pub struct Latency {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub n: usize,
+    /// The p99 of each slice of the step (the slices are taken with the runners in turn).
+    pub slice_p99_ms: Vec<f64>,
 }
 
 impl Latency {
-    pub fn from(runner: &str, share: f64, rate: f64, mut us: Vec<u64>) -> Latency {
-        us.sort_unstable();
-        let at = |q: f64| {
-            us.get(((us.len() as f64 * q) as usize).min(us.len().saturating_sub(1)))
-                .map(|v| *v as f64 / 1000.0)
-                .unwrap_or(f64::NAN)
-        };
+    /// The percentiles of every slice's latencies (µs) taken together, and the p99 of each.
+    pub fn sliced(runner: &str, share: f64, rate: f64, slices: Vec<Vec<u64>>) -> Latency {
+        let slice_p99_ms = slices
+            .into_iter()
+            .map(|mut us| {
+                us.sort_unstable();
+                let p99 = percentile_ms(&us, 0.99);
+                (us, p99)
+            })
+            .collect::<Vec<_>>();
+        let mut all: Vec<u64> = Vec::new();
+        let mut p99s = Vec::new();
+        for (us, p99) in slice_p99_ms {
+            all.extend(us);
+            p99s.push(p99);
+        }
+        all.sort_unstable();
         Latency {
             runner: runner.to_string(),
             share,
             rate,
-            p50_ms: at(0.50),
-            p99_ms: at(0.99),
-            n: us.len(),
+            p50_ms: percentile_ms(&all, 0.50),
+            p99_ms: percentile_ms(&all, 0.99),
+            n: all.len(),
+            slice_p99_ms: p99s,
         }
     }
+
+    /// One line for the console.
+    pub fn line(&self) -> String {
+        format!(
+            "{} at {:.0}%: p50 {:.2} ms p99 {:.2} ms (slices' p99: {})",
+            self.runner,
+            self.share * 100.0,
+            self.p50_ms,
+            self.p99_ms,
+            self.slices()
+        )
+    }
+
+    /// Each slice's p99, in ms, in the order taken.
+    fn slices(&self) -> String {
+        self.slice_p99_ms
+            .iter()
+            .map(|v| format!("{v:.1}"))
+            .collect::<Vec<_>>()
+            .join(" / ")
+    }
+}
+
+/// The `q` quantile of sorted µs values, in ms (NaN when there are none).
+fn percentile_ms(sorted: &[u64], q: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 * q) as usize).min(sorted.len().saturating_sub(1)))
+        .map(|v| *v as f64 / 1000.0)
+        .unwrap_or(f64::NAN)
 }
 
 pub struct Scenario {
@@ -303,16 +345,20 @@ pub fn write(dir: &Path, scenarios: &[Scenario], peer: bool) -> (PathBuf, PathBu
                 if r.ok { "yes" } else { "**no**" }
             );
         }
-        md += "\nLatency, open loop (publish → output; http: request → reply):\n\n";
-        md += "| runner | load | msg/s | p50 ms | p99 ms | samples |\n|---|---|---|---|---|---|\n";
+        let slices = s.latency.first().map_or(1, |l| l.slice_p99_ms.len());
+        md += &format!(
+            "\nLatency, open loop (publish → output; http: request → reply), each step in {slices} slices with the runners in turn; p50 and p99 of all slices together:\n\n"
+        );
+        md += "| runner | load | msg/s | p50 ms | p99 ms | each slice's p99 ms | samples |\n|---|---|---|---|---|---|---|\n";
         for l in &s.latency {
             md += &format!(
-                "| {} | {:.0}% | {:.0} | {:.2} | {:.2} | {} |\n",
+                "| {} | {:.0}% | {:.0} | {:.2} | {:.2} | {} | {} |\n",
                 l.runner,
                 l.share * 100.0,
                 l.rate,
                 l.p50_ms,
                 l.p99_ms,
+                l.slices(),
                 l.n
             );
         }
@@ -433,11 +479,29 @@ mod tests {
 
     #[test]
     fn percentiles_of_a_known_distribution() {
-        let l = Latency::from("x", 0.5, 10.0, (1..=1000).rev().map(|v| v * 1000).collect());
+        let all = (1..=1000).rev().map(|v| v * 1000).collect();
+        let l = Latency::sliced("x", 0.5, 10.0, vec![all]);
         assert_eq!(l.n, 1000);
         assert_eq!(l.p50_ms, 501.0);
         assert_eq!(l.p99_ms, 991.0);
-        assert!(Latency::from("x", 0.5, 1.0, vec![]).p99_ms.is_nan());
+        assert!(Latency::sliced("x", 0.5, 1.0, vec![vec![]]).p99_ms.is_nan());
+    }
+
+    #[test]
+    fn slices_are_pooled_and_each_keeps_its_own_p99() {
+        // 1..=1000 ms dealt into two slices: the odd ones and the even ones.
+        let (odd, even) = (1..=1000u64)
+            .map(|v| v * 1000)
+            .partition::<Vec<_>, _>(|v| (v / 1000) % 2 == 1);
+        let l = Latency::sliced("x", 0.5, 10.0, vec![odd, even]);
+        assert_eq!(l.n, 1000);
+        assert_eq!(
+            (l.p50_ms, l.p99_ms),
+            (501.0, 991.0),
+            "the pooled percentiles"
+        );
+        assert_eq!(l.slice_p99_ms, vec![991.0, 992.0], "each slice's own");
+        assert_eq!(l.slices(), "991.0 / 992.0");
     }
 
     #[test]
