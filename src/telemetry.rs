@@ -94,7 +94,12 @@ pub fn init_tracing(
     use tracing_subscriber::{EnvFilter, Layer};
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let provider = crate::otel::provider(telemetry)?;
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(colours(
+            std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            std::env::var_os("NO_COLOR"),
+        ));
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
@@ -106,6 +111,13 @@ pub fn init_tracing(
         .init();
     log_panics();
     Ok(guard)
+}
+
+/// Whether the text log is coloured: only on a terminal, and not when `NO_COLOR` is set to
+/// anything but the empty string (no-color.org). A log written to a file or read by a log
+/// shipper gets no escape codes.
+fn colours(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
 }
 
 /// Report every panic as one log event at error level, with its message, where it happened
@@ -206,5 +218,18 @@ impl PipelineMetrics {
         if let Some(c) = self.outputs.get(name) {
             c[outcome as usize].increment(1);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::colours;
+
+    #[test]
+    fn the_log_is_coloured_only_on_a_terminal_without_no_color() {
+        assert!(colours(true, None));
+        assert!(!colours(false, None), "a file or a pipe");
+        assert!(!colours(true, Some("1".into())), "NO_COLOR=1");
+        assert!(colours(true, Some("".into())), "an empty NO_COLOR is unset");
     }
 }

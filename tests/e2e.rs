@@ -364,6 +364,22 @@ async fn calls_and_held_at_the_peak(extra: &str) -> (u64, f64) {
 }
 
 #[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_codes() {
+    let g = Gateway::start(&http_pipeline("")).await;
+    send(&g, serde_json::json!({ "n": 1 })).await;
+    eventually(10, "the event written", || {
+        files_in(&g.path("out")).len() == 1
+    })
+    .await;
+    let log = g.log();
+    assert!(log.contains(" INFO "), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "terminal escape codes in the log file:\n{log}"
+    );
+}
+
+#[tokio::test]
 async fn calls_go_on_while_output_writes_wait() {
     // A slow destination: each write takes 300 ms; it counts the writes it holds at once.
     use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
