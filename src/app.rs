@@ -448,24 +448,23 @@ impl Gateway {
             metrics,
         });
         let max_events = p.batch.max_events.max(1);
-        let calls = fcfg.concurrency * max_events;
-        let unacked = p.trigger.unacked_limit();
         let max_in_flight = p
             .max_in_flight
-            .unwrap_or_else(|| default_max_in_flight(calls, !delivery.outputs.is_empty(), unacked))
+            .unwrap_or_else(|| {
+                default_max_in_flight(
+                    p.calls(fcfg),
+                    !delivery.outputs.is_empty(),
+                    p.trigger.unacked_limit(),
+                )
+            })
             .max(1);
-        let asked = p.max_in_flight.unwrap_or(calls);
-        if let Some(prefetch) = unacked.filter(|&n| n < asked) {
-            // Never more than `prefetch` events arrive unacknowledged, so the engine is never
-            // full: each delivery wakes it alone (2.5 times the context switches per message
-            // measured at twice the prefetch, docs/benchmarks.md), and where `concurrency` is
-            // above it, fewer calls run than it allows.
+        if let Some(w) = p.prefetch_below(fcfg) {
             tracing::warn!(
                 pipeline = %name,
-                max_in_flight = asked,
-                prefetch,
-                "the trigger's prefetch is below max_in_flight: at most prefetch events are held; \
-                 raise prefetch to max_in_flight (or lower concurrency)"
+                max_in_flight = w.max_in_flight,
+                prefetch = w.prefetch,
+                "{}",
+                crate::config::PrefetchBelow::ADVICE
             );
         }
         let limits = engine::dispatch::Limits {

@@ -60,6 +60,22 @@ fn main() -> ExitCode {
             match config::load_file(&path) {
                 Ok(cfg) => {
                     eprintln!("{}: valid", path.display());
+                    for (name, p) in &cfg.pipelines {
+                        let Some(w) = cfg
+                            .functions
+                            .get(&p.function)
+                            .and_then(|f| p.prefetch_below(f))
+                        else {
+                            continue;
+                        };
+                        eprintln!(
+                            "{}: warning: pipelines.{name}: {} (max_in_flight {}, prefetch {})",
+                            path.display(),
+                            config::PrefetchBelow::ADVICE,
+                            w.max_in_flight,
+                            w.prefetch
+                        );
+                    }
                     if !connect {
                         return ExitCode::SUCCESS;
                     }

@@ -156,3 +156,36 @@ fn usage_errors_exit_2() {
     assert_eq!(switchyard(&["frobnicate"]).status.code(), Some(2));
     assert!(switchyard(&["--version"]).status.success());
 }
+
+#[test]
+fn validate_warns_when_a_prefetch_is_below_what_the_pipeline_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prefetch.yaml");
+    let yaml = |concurrency: usize, max_in_flight: &str| {
+        format!(
+            "functions:\n  f: {{ url: \"http://127.0.0.1:1\", concurrency: {concurrency} }}\npipelines:\n  r:\n    trigger: {{ type: rabbitmq, url: amqp://127.0.0.1, queue: q, prefetch: 64 }}\n    function: f\n{max_in_flight}"
+        )
+    };
+    for (concurrency, extra, warned) in [
+        (128, "", Some(128)),
+        (64, "    max_in_flight: 100\n", Some(100)),
+        (64, "", None),
+        (128, "    max_in_flight: 64\n", None),
+    ] {
+        std::fs::write(&path, yaml(concurrency, extra)).unwrap();
+        let out = switchyard(&["validate", "-c", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "a warning is not an error: {err}");
+        match warned {
+            Some(held) => assert!(
+                err.contains("warning: pipelines.r: the trigger's prefetch is below max_in_flight")
+                    && err.contains(&format!("(max_in_flight {held}, prefetch 64)")),
+                "concurrency {concurrency} {extra:?}: {err}"
+            ),
+            None => assert!(
+                !err.contains("warning"),
+                "concurrency {concurrency} {extra:?}: {err}"
+            ),
+        }
+    }
+}

@@ -247,6 +247,43 @@ pub struct PipelineConfig {
     pub outputs: Vec<NamedOutput>,
 }
 
+impl PipelineConfig {
+    /// The events this pipeline may call at once: the function's `concurrency` times
+    /// `batch.max_events`.
+    pub fn calls(&self, function: &FunctionConfig) -> usize {
+        function.concurrency * self.batch.max_events.max(1)
+    }
+
+    /// Set when the trigger leaves fewer events unacknowledged than the pipeline asks to hold
+    /// (`max_in_flight`, else [`Self::calls`]): a RabbitMQ `prefetch` below it. The engine is
+    /// then never full, so each delivery wakes it alone (2.5 times the context switches per
+    /// message measured at twice the prefetch, docs/benchmarks.md), and where `concurrency`
+    /// is above it, fewer calls run than it allows. `run` logs it, `validate` prints it.
+    pub fn prefetch_below(&self, function: &FunctionConfig) -> Option<PrefetchBelow> {
+        let max_in_flight = self.max_in_flight.unwrap_or_else(|| self.calls(function));
+        let prefetch = self.trigger.unacked_limit()?;
+        (prefetch < max_in_flight).then_some(PrefetchBelow {
+            max_in_flight,
+            prefetch,
+        })
+    }
+}
+
+/// A trigger's prefetch below what its pipeline asks to hold ([`PipelineConfig::prefetch_below`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PrefetchBelow {
+    /// The events the pipeline asks to hold.
+    pub max_in_flight: usize,
+    /// The events the trigger leaves unacknowledged.
+    pub prefetch: usize,
+}
+
+impl PrefetchBelow {
+    /// What it means and what to do.
+    pub const ADVICE: &'static str = "the trigger's prefetch is below max_in_flight: at most \
+         prefetch events are held; raise prefetch to max_in_flight (or lower concurrency)";
+}
+
 fn default_trigger_name() -> String {
     "trigger".into()
 }
