@@ -904,6 +904,8 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     s
 }
 
+/// The http scenario: the function called directly against through switchyard's http trigger
+/// (`response: sync`) and through the peer's http input.
 async fn http_scenario(b: &Bench) -> Scenario {
     let n = b.messages.min(100_000);
     let mut s = Scenario::new("http (request → function → reply)", n);
