@@ -273,10 +273,10 @@ pub async fn http(b: &Bench, n: usize) -> Section {
         let out = b.dir.join(format!("callgrind-http-{port}"));
         let wrapper = valgrind(&out);
         let (proc, url) = match b.gateway_of(runner) {
-            Some(bin) => (
+            Some(_) => (
                 Some(
                     b.start_gateway_in(
-                        bin,
+                        runner,
                         "    trigger: { type: http, path: /in, response: sync }\n    outputs: []\n",
                         Some(port),
                         &wrapper,

@@ -27,7 +27,8 @@
 //! lists every round; default 3), `BENCH_INSTRUCTIONS` (set: instead of the timed benchmark,
 //! count each runner's instructions per message under callgrind, `BENCH_INSTRUCTIONS_MESSAGES`
 //! of them, default 5000; see [`instructions`]), `BENCH_MAX_IN_FLIGHT` (the events switchyard
-//! holds, default the window of 64; its calls stay 64).
+//! holds, default the window of 64; its calls stay 64; `default`: the gateway's own default),
+//! `BENCH_MAX_IN_FLIGHT_B` (the same for switchyard B, default as the first).
 
 mod brokers;
 mod instructions;
@@ -216,30 +217,29 @@ impl Bench {
         }
     }
 
-    /// Start the switchyard binary `bin` on `pipeline` (trigger and outputs); waits for /readyz.
-    async fn start_gateway(&self, bin: &Path, pipeline: &str, ingress: Option<u16>) -> Proc {
-        self.start_gateway_in(bin, pipeline, ingress, &[]).await
+    /// Start switchyard (`runner`: either build) on `pipeline` (trigger and outputs); waits
+    /// for /readyz.
+    async fn start_gateway(&self, runner: &str, pipeline: &str, ingress: Option<u16>) -> Proc {
+        self.start_gateway_in(runner, pipeline, ingress, &[]).await
     }
 
     /// [`Bench::start_gateway`] with the binary run by the command `wrapper` (e.g. valgrind's
     /// callgrind, for [`instructions`]); empty: run as it is.
     async fn start_gateway_in(
         &self,
-        bin: &Path,
+        runner: &str,
         pipeline: &str,
         ingress: Option<u16>,
         wrapper: &[String],
     ) -> Proc {
+        let bin = self.gateway_of(runner).expect("a switchyard runner");
         let admin = free_port();
         let ingress = ingress
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
             .unwrap_or_default();
-        // The same window as the bridge and the peer: `WINDOW` calls, and `WINDOW` events held
-        // (the gateway's default too, set here so a change of the default does not move it),
-        // unless `BENCH_MAX_IN_FLIGHT` holds more (an experiment: the calls stay `WINDOW`).
-        let held = env_or("BENCH_MAX_IN_FLIGHT", WINDOW);
+        let held = held_line(runner);
         let yaml = format!(
-            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n    max_in_flight: {held}\n{pipeline}",
+            "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n{held}{pipeline}",
             self.echo_url
         );
         let cfg = self.dir.join(format!("switchyard-{admin}.yaml"));
@@ -322,6 +322,29 @@ impl Bench {
 
 /// A command that runs `bin` under `wrapper` (its first word the program, then its arguments),
 /// or `bin` itself when `wrapper` is empty.
+/// The `max_in_flight` line of a switchyard runner's pipeline. The same window as the bridge and
+/// the peer by default: `WINDOW` calls and `WINDOW` events held (set, so a change of the
+/// gateway's default does not move it). `BENCH_MAX_IN_FLIGHT` (switchyard B:
+/// `BENCH_MAX_IN_FLIGHT_B`, else the same) holds another number (an experiment: the calls stay
+/// `WINDOW`), or with `default` sets none, so the gateway's own default applies.
+fn held_line(runner: &str) -> String {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let held = match runner {
+        SWITCHYARD_B => var("BENCH_MAX_IN_FLIGHT_B").or_else(|| var("BENCH_MAX_IN_FLIGHT")),
+        _ => var("BENCH_MAX_IN_FLIGHT"),
+    };
+    match held.as_deref() {
+        Some("default") => String::new(),
+        Some(n) => {
+            let n: usize = n
+                .parse()
+                .expect("BENCH_MAX_IN_FLIGHT: a number or `default`");
+            format!("    max_in_flight: {n}\n")
+        }
+        None => format!("    max_in_flight: {WINDOW}\n"),
+    }
+}
+
 fn wrapped(wrapper: &[String], bin: &Path) -> Command {
     match wrapper.split_first() {
         Some((program, args)) => {
@@ -473,9 +496,9 @@ async fn start_process(
 ) -> Result<Proc, &'static str> {
     match runner {
         SWITCHYARD | SWITCHYARD_B => {
-            let bin = b.gateway_of(runner).ok_or("BENCH_GATEWAY_B is unset.")?;
+            b.gateway_of(runner).ok_or("BENCH_GATEWAY_B is unset.")?;
             let pipeline = broker.gateway_pipeline(input, output);
-            Ok(b.start_gateway_in(bin, &pipeline, None, wrapper).await)
+            Ok(b.start_gateway_in(runner, &pipeline, None, wrapper).await)
         }
         _ => {
             let (pin, pout) = broker
@@ -919,13 +942,13 @@ async fn http_scenario(b: &Bench) -> Scenario {
 
     let mut runners: Vec<(&str, String, Proc)> = Vec::new();
     for name in [SWITCHYARD, SWITCHYARD_B] {
-        let Some(bin) = b.gateway_of(name) else {
+        if b.gateway_of(name).is_none() {
             continue;
-        };
+        }
         let ingress = free_port();
         let gw = b
             .start_gateway(
-                bin,
+                name,
                 "    trigger: { type: http, path: /in, response: sync }\n    outputs: []\n",
                 Some(ingress),
             )
