@@ -38,19 +38,12 @@ pub struct Latency {
 impl Latency {
     /// The percentiles of every slice's latencies (µs) taken together, and the p99 of each.
     pub fn sliced(runner: &str, share: f64, rate: f64, slices: Vec<Vec<u64>>) -> Latency {
-        let slice_p99_ms = slices
-            .into_iter()
-            .map(|mut us| {
-                us.sort_unstable();
-                let p99 = percentile_ms(&us, 0.99);
-                (us, p99)
-            })
-            .collect::<Vec<_>>();
-        let mut all: Vec<u64> = Vec::new();
+        let mut all = Vec::new();
         let mut p99s = Vec::new();
-        for (us, p99) in slice_p99_ms {
+        for mut us in slices {
+            us.sort_unstable();
+            p99s.push(percentile_ms(&us, 0.99));
             all.extend(us);
-            p99s.push(p99);
         }
         all.sort_unstable();
         Latency {
