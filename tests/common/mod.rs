@@ -39,12 +39,20 @@ pub fn testfn() -> String {
 /// A free port for a gateway's admin or ingress server, taken from 20000-29999: below the
 /// kernel's ephemeral range, so it cannot collide with a port some process just got from
 /// `bind(0)` (a supervised function, a mock server, a client), and random, so tests running in
-/// parallel do not pick the same one.
+/// parallel do not pick the same one. A port is handed out once per test process, so one
+/// gateway's admin and ingress, or two gateways starting at the same moment, never get the
+/// same port before either has bound it.
 pub fn free_port() -> u16 {
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     loop {
         let r = u16::from_le_bytes(uuid::Uuid::new_v4().as_bytes()[..2].try_into().unwrap());
         let port = 20_000 + r % 10_000;
+        let mut handed_out = HANDED_OUT.lock().unwrap();
+        if handed_out.contains(&port) {
+            continue;
+        }
         if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
             return port;
         }
     }
@@ -70,11 +78,54 @@ impl Gateway {
     }
 
     /// Like `start`, with extra environment variables for the gateway.
+    ///
+    /// A port is checked free before the gateway binds it, so another process may take it in
+    /// between; a gateway that exits with "Address already in use" is started again on new
+    /// ports (up to three times). Any other exit before ready fails at once, with the log.
     pub async fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> Gateway {
         let dir = tempfile::tempdir().unwrap();
-        let g = Self::spawn_in_with_env(dir, yaml, env);
-        g.wait_ready().await;
-        g
+        let mut g = Self::spawn_in_with_env(dir, yaml, env);
+        // Where this start's lines begin in the log (every start appends to it).
+        let mut start = 0;
+        for attempt in 1.. {
+            let Some(status) = g.ready_or_exited().await else {
+                return g;
+            };
+            let log = g.log();
+            assert!(
+                attempt < 3 && log[start..].contains("Address already in use"),
+                "gateway exited before it was ready ({status}); log:\n{log}"
+            );
+            start = log.len();
+            eprintln!("gateway could not listen (attempt {attempt}); starting it on new ports");
+            (g.admin, g.ingress) = (free_port(), free_port());
+            g.write_config(yaml);
+            g.spawn();
+        }
+        unreachable!()
+    }
+
+    /// Wait until `/readyz` says ready (`None`) or the process has exited (its status), for
+    /// at most 30 s.
+    async fn ready_or_exited(&mut self) -> Option<ExitStatus> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await {
+                if r.status() == 200 {
+                    return None;
+                }
+            }
+            if let Some(status) = self.child.as_mut().expect("running").try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway not ready in 30 s; log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     pub fn spawn_in(dir: tempfile::TempDir, yaml: &str) -> Gateway {
