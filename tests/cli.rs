@@ -64,6 +64,37 @@ fn invalid_config_exits_2_naming_file_line_column_and_key() {
 }
 
 #[test]
+fn a_trigger_content_type_that_is_not_a_media_type_is_named_at_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.yaml");
+    std::fs::write(
+        &path,
+        "functions:\n  f: { url: \"http://127.0.0.1:1\" }\npipelines:\n  p:\n    trigger:\n      type: nats\n      url: nats://127.0.0.1:4222\n      jetstream: { stream: s, durable: d }\n      content_type: json\n    function: f\n",
+    )
+    .unwrap();
+    let out = switchyard(&["validate", "-c", path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "{}:9:7: pipelines.p.trigger.content_type: invalid media type \"json\"",
+        path.display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    // The same key with a media type is valid.
+    let good = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("content_type: json", "content_type: application/json");
+    std::fs::write(&path, good).unwrap();
+    let out = switchyard(&["validate", "-c", path.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
 fn every_semantic_problem_is_listed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.yaml");

@@ -333,6 +333,89 @@ async fn long_calls_keep_their_message_with_in_progress_acks() {
 }
 
 #[tokio::test]
+async fn a_configured_content_type_is_given_to_messages_that_carry_none() {
+    let stream = unique("JSCT");
+    common::nats::create_stream(&stream).await;
+    let js = common::nats::js().await;
+    let subject = format!("{stream}.x");
+    // JSON without a content type, text without one, and JSON that says it is text.
+    js.publish(subject.clone(), r#"{"n":1}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    js.publish(subject.clone(), "n,2".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut h = async_nats::HeaderMap::new();
+    h.insert("Content-Type", "text/plain");
+    js.publish_with_headers(subject.clone(), h, r#"{"n":3}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let yaml = |content_type: &str| {
+        format!(
+            "{FUNCTION}
+pipelines:
+  j:
+    trigger:
+      type: nats
+      url: \"{}\"
+      jetstream: {{ stream: {stream}, durable: gw }}
+{content_type}    function: f
+    outputs: []
+",
+            common::nats::URL
+        )
+    };
+    let types = |g: &Gateway| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let log = g.function_log();
+            if log.len() >= 3 || std::time::Instant::now() > deadline {
+                let mut got: Vec<(String, String)> = log
+                    .iter()
+                    .map(|r| {
+                        (
+                            r["body"].as_str().unwrap().to_string(),
+                            r["headers"]["content-type"].as_str().unwrap().to_string(),
+                        )
+                    })
+                    .collect();
+                got.sort();
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let pair = |body: &str, ct: &str| (body.to_string(), ct.to_string());
+    // Configured: trusted for the two that carry none, the data not looked at.
+    let g = Gateway::start(&yaml("      content_type: application/vnd.orders+json\n")).await;
+    assert_eq!(
+        types(&g),
+        vec![
+            pair("n,2", "application/vnd.orders+json"),
+            pair(r#"{"n":1}"#, "application/vnd.orders+json"),
+            pair(r#"{"n":3}"#, "text/plain"),
+        ]
+    );
+    drop(g);
+    // Not configured (a new durable reads the stream again): JSON is found to be JSON.
+    let g = Gateway::start(&yaml("").replace("durable: gw", "durable: gw2")).await;
+    assert_eq!(
+        types(&g),
+        vec![
+            pair("n,2", "application/octet-stream"),
+            pair(r#"{"n":1}"#, "application/json"),
+            pair(r#"{"n":3}"#, "text/plain"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn core_nats_subjects_flow_at_most_once() {
     use futures::StreamExt;
     let prefix = unique("core");

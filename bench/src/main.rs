@@ -28,7 +28,9 @@
 //! count each runner's instructions per message under callgrind, `BENCH_INSTRUCTIONS_MESSAGES`
 //! of them, default 5000; see [`instructions`]), `BENCH_MAX_IN_FLIGHT` (the events switchyard
 //! holds, default the window of 64; its calls stay 64; `default`: the gateway's own default),
-//! `BENCH_MAX_IN_FLIGHT_B` (the same for switchyard B, default as the first).
+//! `BENCH_MAX_IN_FLIGHT_B` (the same for switchyard B, default as the first),
+//! `BENCH_CONTENT_TYPE` and `BENCH_CONTENT_TYPE_B` (the `content_type` switchyard's broker
+//! triggers give messages that carry none; default unset: each body is checked for JSON).
 
 mod brokers;
 mod instructions;
@@ -238,6 +240,7 @@ impl Bench {
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
             .unwrap_or_default();
         let held = held_line(runner);
+        let pipeline = with_content_type(runner, pipeline);
         let yaml = format!(
             "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n{held}{pipeline}",
             self.echo_url
@@ -342,6 +345,26 @@ fn held_line(runner: &str) -> String {
             format!("    max_in_flight: {n}\n")
         }
         None => format!("    max_in_flight: {WINDOW}\n"),
+    }
+}
+
+/// `BENCH_CONTENT_TYPE` (`BENCH_CONTENT_TYPE_B` for switchyard B, else the same): the
+/// `content_type` a broker trigger gives messages that carry none, so the gateway does not
+/// check whether each body is JSON. Unset (the default): none, and every body is checked, as
+/// for a trigger configured without one. The http trigger has no such key and is left as it is.
+fn with_content_type(runner: &str, pipeline: &str) -> String {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let content_type = match runner {
+        SWITCHYARD_B => var("BENCH_CONTENT_TYPE_B").or_else(|| var("BENCH_CONTENT_TYPE")),
+        _ => var("BENCH_CONTENT_TYPE"),
+    };
+    match content_type {
+        Some(ct) if !pipeline.contains("trigger: { type: http") => pipeline.replacen(
+            "    trigger: { ",
+            &format!("    trigger: {{ content_type: \"{ct}\", "),
+            1,
+        ),
+        _ => pipeline.to_string(),
     }
 }
 

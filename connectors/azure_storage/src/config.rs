@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use switchyard_sdk::config::{ByteSize, Duration, Secret};
+use switchyard_sdk::config::{ByteSize, Duration, MediaType, Secret};
 use switchyard_sdk::Template;
 
 /// How queue message text maps to event data.
@@ -49,6 +49,12 @@ pub struct AzureQueueTriggerConfig {
     /// Replaces the queue service endpoint of the connection string.
     #[serde(default)]
     pub endpoint: Option<String>,
+    /// The content type of messages that carry none (e.g. `application/json`), given to the
+    /// function as it is; unset, a message without one is checked: JSON data is sent as
+    /// `application/json`, anything else as `application/octet-stream`. A message's own
+    /// content type always wins.
+    #[serde(default)]
+    pub content_type: Option<MediaType>,
 }
 
 fn default_batch_size() -> u8 {

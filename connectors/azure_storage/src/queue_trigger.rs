@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use switchyard_sdk::error::BuildError;
-use switchyard_sdk::event::sniff_json;
+use switchyard_sdk::event::content_type_of;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
 use tokio::sync::Semaphore;
@@ -221,7 +221,8 @@ fn to_event(
     dequeue_count: u32,
     data: bytes::Bytes,
 ) -> Event {
-    let content_type = sniff_json(&data);
+    // Queue messages carry no content type of their own.
+    let content_type = content_type_of(None, q.config.content_type.as_ref(), &data);
     let mut event = Event::new(
         id,
         Event::source_for(&q.pipeline, "azure_queue", &q.config.queue),

@@ -3,7 +3,7 @@
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use switchyard_sdk::config::Duration;
+use switchyard_sdk::config::{Duration, MediaType};
 use switchyard_sdk::Template;
 
 /// `type: kafka` trigger: a consumer group over one or more topics.
@@ -28,6 +28,12 @@ pub struct KafkaTriggerConfig {
     /// `enable.auto.offset.store` cannot be changed: at-least-once depends on it.
     #[serde(default, deserialize_with = "switchyard_sdk::config::string_map")]
     pub options: BTreeMap<String, String>,
+    /// The content type of messages that carry none (e.g. `application/json`), given to the
+    /// function as it is; unset, a message without one is checked: JSON data is sent as
+    /// `application/json`, anything else as `application/octet-stream`. A message's own
+    /// content type always wins.
+    #[serde(default)]
+    pub content_type: Option<MediaType>,
 }
 
 /// Where a new consumer group starts reading.

@@ -11,7 +11,7 @@ use rdkafka::config::ClientConfig;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use switchyard_sdk::config::{Duration, Secret};
+use switchyard_sdk::config::{Duration, MediaType, Secret};
 use switchyard_sdk::error::BuildError;
 use switchyard_sdk::{Template, Trigger, TriggerContext};
 
@@ -38,6 +38,12 @@ pub struct EventHubsTriggerConfig {
     /// Extra librdkafka properties.
     #[serde(default, deserialize_with = "switchyard_sdk::config::string_map")]
     pub options: BTreeMap<String, String>,
+    /// The content type of messages that carry none (e.g. `application/json`), given to the
+    /// function as it is; unset, a message without one is checked: JSON data is sent as
+    /// `application/json`, anything else as `application/octet-stream`. A message's own
+    /// content type always wins.
+    #[serde(default)]
+    pub content_type: Option<MediaType>,
 }
 
 /// `type: eventhubs` output.
@@ -184,7 +190,7 @@ impl EventHubsTriggerConfig {
     /// Build the trigger.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
         let (config, hub) = self.consumer_config()?;
-        build_consumer(cx, config, &[hub], "eventhubs")
+        build_consumer(cx, config, &[hub], "eventhubs", self.content_type.clone())
     }
 
     /// `switchyard validate --connect`: reach the namespace and look the hub up.
@@ -286,6 +292,7 @@ mod tests {
             start: Start::Earliest,
             commit_interval: default_commit_interval(),
             options: BTreeMap::new(),
+            content_type: None,
         };
         let problems = t.check();
         assert_eq!(problems.len(), 1);

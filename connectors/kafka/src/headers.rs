@@ -3,14 +3,20 @@
 use bytes::Bytes;
 use chrono::{DateTime, TimeZone, Utc};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
-use switchyard_sdk::event::sniff_json;
+use switchyard_sdk::config::MediaType;
+use switchyard_sdk::event::content_type_of;
 use switchyard_sdk::event::{is_json_media_type, Event};
 use switchyard_sdk::Record;
 
 /// Build the event of a consumed record. A record that already is a CloudEvent (binary mode:
 /// `ce_specversion` header; structured mode: `content-type: application/cloudevents+json`)
 /// keeps its attributes; any other record gets switchyard's.
-pub fn event_from_message<M: Message>(pipeline: &str, trigger: &str, msg: &M) -> Event {
+pub fn event_from_message<M: Message>(
+    pipeline: &str,
+    trigger: &str,
+    configured: Option<&MediaType>,
+    msg: &M,
+) -> Event {
     let topic = msg.topic();
     let data = Bytes::copy_from_slice(msg.payload().unwrap_or_default());
     let mut event = Event::new(
@@ -61,7 +67,7 @@ pub fn event_from_message<M: Message>(pipeline: &str, trigger: &str, msg: &M) ->
         }
         event.content_type = content_type.or(event.content_type);
     } else {
-        event.content_type = content_type.or_else(|| sniff_json(&event.data));
+        event.content_type = content_type_of(content_type, configured, &event.data);
     }
     event.subject = event.subject.or_else(|| key.clone());
     if let Some(k) = &key {
@@ -178,7 +184,7 @@ mod tests {
 
     #[test]
     fn plain_record() {
-        let e = event_from_message("p", "kafka", &msg(br#"{"a":1}"#, Some(b"k1"), None));
+        let e = event_from_message("p", "kafka", None, &msg(br#"{"a":1}"#, Some(b"k1"), None));
         assert_eq!(e.id, "orders/2/42");
         assert_eq!(e.source, "switchyard/p/kafka/orders");
         assert_eq!(e.ty, "switchyard.kafka.record");
@@ -192,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn a_configured_content_type_is_trusted_for_records_without_one() {
+        let csv = MediaType::parse("text/csv").unwrap();
+        let e = event_from_message("p", "kafka", Some(&csv), &msg(br#"{"a":1}"#, None, None));
+        assert_eq!(e.content_type.as_deref(), Some("text/csv"));
+        let mut h = rdkafka::message::OwnedHeaders::new();
+        h = h.insert(rdkafka::message::Header {
+            key: "content-type",
+            value: Some("text/plain"),
+        });
+        let e = event_from_message("p", "kafka", Some(&csv), &msg(b"x", None, Some(h)));
+        assert_eq!(e.content_type.as_deref(), Some("text/plain"));
+    }
+
+    #[test]
     fn binary_cloudevent_record_keeps_its_attributes() {
         let mut r = Record::new("p", Bytes::from_static(b"hello"));
         r.id = "evt-1".into();
@@ -202,7 +222,12 @@ mod tests {
             "traceparent".into(),
             "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
         );
-        let e = event_from_message("p", "kafka", &msg(b"hello", None, Some(headers_for(&r))));
+        let e = event_from_message(
+            "p",
+            "kafka",
+            None,
+            &msg(b"hello", None, Some(headers_for(&r))),
+        );
         assert_eq!(
             (e.id.as_str(), e.source.as_str(), e.ty.as_str()),
             ("evt-1", "/upstream", "com.example.thing")
@@ -218,7 +243,7 @@ mod tests {
             value: Some("application/cloudevents+json".as_bytes()),
         });
         let body = br#"{"specversion":"1.0","id":"s-1","source":"/x","type":"t","datacontenttype":"application/json","data":{"n":1}}"#;
-        let e = event_from_message("p", "kafka", &msg(body, None, Some(h)));
+        let e = event_from_message("p", "kafka", None, &msg(body, None, Some(h)));
         assert_eq!(e.id, "s-1");
         assert_eq!(&e.data[..], br#"{"n":1}"#);
     }

@@ -14,6 +14,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use switchyard_sdk::config::MediaType;
 use switchyard_sdk::error::BuildError;
 use switchyard_sdk::event::TriggerEvent;
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
@@ -104,7 +105,13 @@ impl KafkaTriggerConfig {
     /// Build the trigger.
     pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
         BuildError::first_of(check_trigger(self))?;
-        build_consumer(cx, self.client_config(), &self.topics, "kafka")
+        build_consumer(
+            cx,
+            self.client_config(),
+            &self.topics,
+            "kafka",
+            self.content_type.clone(),
+        )
     }
 
     /// `switchyard validate --connect`: reach the brokers and look the topics up.
@@ -179,6 +186,7 @@ pub(crate) fn build_consumer(
     mut config: ClientConfig,
     topics: &[String],
     trigger_type: &'static str,
+    content_type: Option<MediaType>,
 ) -> Result<Trigger, BuildError> {
     config.set("client.id", format!("switchyard-{}", cx.pipeline));
     let offsets: Arc<Mutex<Offsets>> = Arc::default();
@@ -205,6 +213,7 @@ pub(crate) fn build_consumer(
         Arc::new(consumer),
         offsets,
         trigger_type,
+        content_type,
     ))))
 }
 
@@ -213,6 +222,7 @@ async fn run(
     consumer: Arc<KafkaConsumer>,
     offsets: Arc<Mutex<Offsets>>,
     trigger_type: &'static str,
+    content_type: Option<MediaType>,
 ) -> Result<(), BoxError> {
     let pending = Arc::new(AtomicUsize::new(0));
     let mut waiting: VecDeque<TriggerEvent> = VecDeque::new();
@@ -236,7 +246,7 @@ async fn run(
             msg = consumer.recv() => match msg {
                 Ok(m) => {
                     cx.health.ready();
-                    let event = event_from_message(&cx.pipeline, trigger_type, &m);
+                    let event = event_from_message(&cx.pipeline, trigger_type, content_type.as_ref(), &m);
                     let (topic, partition, offset) = (m.topic().to_string(), m.partition(), m.offset());
                     tracing::trace!(topic, partition, offset, "record received");
                     let generation = lock(&offsets).received(&topic, partition, offset);

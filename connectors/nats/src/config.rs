@@ -2,7 +2,7 @@
 
 use schemars::JsonSchema;
 use serde::Deserialize;
-use switchyard_sdk::config::{Duration, Secret};
+use switchyard_sdk::config::{Duration, MediaType, Secret};
 use switchyard_sdk::Template;
 
 /// `type: nats` trigger: a core subject (at most once) or a JetStream durable (at least once).
@@ -20,6 +20,12 @@ pub struct NatsTriggerConfig {
     /// JetStream: a durable pull consumer. At least once.
     #[serde(default)]
     pub jetstream: Option<JetStreamTrigger>,
+    /// The content type of messages that carry none (e.g. `application/json`), given to the
+    /// function as it is; unset, a message without one is checked: JSON data is sent as
+    /// `application/json`, anything else as `application/octet-stream`. A message's own
+    /// content type always wins.
+    #[serde(default)]
+    pub content_type: Option<MediaType>,
 }
 
 /// A JetStream durable pull consumer.

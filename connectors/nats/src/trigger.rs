@@ -6,8 +6,9 @@ use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 use std::collections::HashMap;
 use std::time::Duration;
+use switchyard_sdk::config::MediaType;
 use switchyard_sdk::error::BuildError;
-use switchyard_sdk::event::sniff_json;
+use switchyard_sdk::event::content_type_of;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::health::HealthHandle;
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
@@ -28,7 +29,9 @@ impl NatsTriggerConfig {
             )
             .await?;
             match &config.jetstream {
-                Some(js) => run_jetstream(client, js.clone(), cx).await,
+                Some(js) => {
+                    run_jetstream(client, js.clone(), config.content_type.clone(), cx).await
+                }
                 None => run_core(client, &config, cx).await,
             }
         })))
@@ -46,12 +49,18 @@ fn report(health: &HealthHandle, e: &async_nats::Event) {
     }
 }
 
-fn event_from(pipeline: &str, entity: &str, id: String, m: &async_nats::Message) -> Event {
-    let content_type = m
+fn event_from(
+    pipeline: &str,
+    entity: &str,
+    configured: Option<&MediaType>,
+    id: String,
+    m: &async_nats::Message,
+) -> Event {
+    let carried = m
         .headers
         .as_ref()
-        .and_then(|h| h.get("Content-Type").map(|v| v.as_str().to_string()))
-        .or_else(|| sniff_json(&m.payload));
+        .and_then(|h| h.get("Content-Type").map(|v| v.as_str().to_string()));
+    let content_type = content_type_of(carried, configured, &m.payload);
     let mut event = Event::new(
         id,
         Event::source_for(pipeline, "nats", entity),
@@ -104,7 +113,7 @@ async fn run_core(
         n += 1;
         // No broker id exists for a core message: the connection-local sequence stands in.
         let id = format!("{}/{}/{n}", subject, std::process::id());
-        let event = event_from(&cx.pipeline, &subject, id, &m);
+        let event = event_from(&cx.pipeline, &subject, config.content_type.as_ref(), id, &m);
         if cx
             .events
             .send(TriggerEvent::new(event, Ack::none()))
@@ -121,6 +130,7 @@ async fn run_core(
 async fn run_jetstream(
     client: async_nats::Client,
     js_cfg: JetStreamTrigger,
+    content_type: Option<MediaType>,
     cx: TriggerContext,
 ) -> Result<(), BoxError> {
     let js = jetstream::new(client);
@@ -183,7 +193,13 @@ async fn run_jetstream(
                 ),
                 Err(_) => continue,
             };
-            let mut event = event_from(&cx.pipeline, &js_cfg.stream, id, &msg.message);
+            let mut event = event_from(
+                &cx.pipeline,
+                &js_cfg.stream,
+                content_type.as_ref(),
+                id,
+                &msg.message,
+            );
             event.time = published;
             event.set_extension("natsdelivered", delivered.to_string());
             // The settling task holds the message (and keeps a long call alive) until the

@@ -4,7 +4,7 @@ use crate::MAX_SHORT;
 use schemars::JsonSchema;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use switchyard_sdk::config::{Duration, Secret};
+use switchyard_sdk::config::{Duration, MediaType, Secret};
 use switchyard_sdk::Template;
 
 /// `type: rabbitmq` trigger: consume a queue with manual acks.
@@ -21,6 +21,12 @@ pub struct RabbitMqTriggerConfig {
     /// Declare the queue (and bind it) at start.
     #[serde(default)]
     pub declare: Option<Declare>,
+    /// The content type of messages that carry none (e.g. `application/json`), given to the
+    /// function as it is; unset, a message without one is checked: JSON data is sent as
+    /// `application/json`, anything else as `application/octet-stream`. A message's own
+    /// content type always wins.
+    #[serde(default)]
+    pub content_type: Option<MediaType>,
 }
 
 fn default_prefetch() -> u16 {

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use switchyard_sdk::error::BuildError;
-use switchyard_sdk::event::sniff_json;
+use switchyard_sdk::event::content_type_of;
 use switchyard_sdk::event::{Event, TriggerEvent};
 use switchyard_sdk::{Ack, BoxError, EventStatus, Trigger, TriggerContext};
 
@@ -186,7 +186,7 @@ async fn run(config: RabbitMqTriggerConfig, cx: TriggerContext) -> Result<(), Bo
                     continue 'reconnect;
                 }
             };
-            let event = to_event(&cx.pipeline, &config.queue, &delivery);
+            let event = to_event(&cx.pipeline, &config, &delivery);
             let (acker, tag) = (delivery.acker, delivery.delivery_tag);
             pending.fetch_add(1, Ordering::SeqCst);
             let (settle, p) = (settle.clone(), pending.clone());
@@ -237,7 +237,8 @@ async fn settled(pending: &AtomicUsize) {
     }
 }
 
-fn to_event(pipeline: &str, queue: &str, d: &lapin::message::Delivery) -> Event {
+fn to_event(pipeline: &str, config: &RabbitMqTriggerConfig, d: &lapin::message::Delivery) -> Event {
+    let queue = config.queue.as_str();
     let props = &d.properties;
     let id = match props.message_id() {
         Some(id) if !id.as_str().is_empty() => id.as_str().to_string(),
@@ -252,11 +253,14 @@ fn to_event(pipeline: &str, queue: &str, d: &lapin::message::Delivery) -> Event 
             hex::encode(&h.finalize()[..16])
         }
     };
-    let content_type = props
-        .content_type()
-        .as_ref()
-        .map(|c| c.as_str().to_string())
-        .or_else(|| sniff_json(&d.data));
+    let content_type = content_type_of(
+        props
+            .content_type()
+            .as_ref()
+            .map(|c| c.as_str().to_string()),
+        config.content_type.as_ref(),
+        &d.data,
+    );
     let mut event = Event::new(
         id,
         Event::source_for(pipeline, "rabbitmq", queue),

@@ -147,6 +147,58 @@ pub fn string_map<'de, D: Deserializer<'de>>(
 }
 
 /// A secret (token, password, signing key): deserializes from a string and never prints.
+/// A media type such as `application/json` or `text/plain; charset=utf-8`: `type/subtype`
+/// of token characters, then parameters, all printable ASCII (it travels as a header value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaType(String);
+
+impl MediaType {
+    /// Check and wrap a media type.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let token = |t: &str| {
+            !t.is_empty()
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"!#$&-^_.+".contains(&b))
+        };
+        let essence = s.split(';').next().unwrap_or("").trim();
+        let well_formed = essence
+            .split_once('/')
+            .is_some_and(|(ty, sub)| token(ty) && token(sub));
+        if well_formed && s.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            Ok(Self(s.trim().to_string()))
+        } else {
+            Err(format!(
+                "invalid media type {s:?}; write type/subtype, e.g. application/json"
+            ))
+        }
+    }
+
+    /// The media type as written (trimmed).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for MediaType {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        MediaType::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for MediaType {
+    fn schema_name() -> Cow<'static, str> {
+        "MediaType".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[A-Za-z0-9!#$&^_.+-]+/[A-Za-z0-9!#$&^_.+-]+",
+            "description": "A media type such as application/json."
+        })
+    }
+}
+
 #[derive(Clone, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(transparent)]
 pub struct Secret(String);
@@ -178,6 +230,29 @@ mod tests {
         assert_eq!(ByteSize::parse("64KB").unwrap().0, 64_000);
         assert_eq!(ByteSize::parse("512").unwrap().0, 512);
         assert!(ByteSize::parse("12 parsecs").is_err());
+    }
+
+    #[test]
+    fn media_types() {
+        for ok in [
+            "application/json",
+            "text/plain; charset=utf-8",
+            " application/vnd.example+json ",
+        ] {
+            assert!(MediaType::parse(ok).is_ok(), "{ok}");
+        }
+        assert_eq!(MediaType::parse(" text/csv ").unwrap().as_str(), "text/csv");
+        for bad in [
+            "",
+            "json",
+            "application/",
+            "/json",
+            "text /plain",
+            "a/b\n",
+            "a/b\u{e9}",
+        ] {
+            assert!(MediaType::parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

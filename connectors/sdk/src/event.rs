@@ -153,6 +153,20 @@ pub fn sniff_json(data: &[u8]) -> Option<String> {
         .then(|| "application/json".to_string())
 }
 
+/// The content type of a message's data: the one the message carries, else the one its
+/// trigger is configured with (`content_type`, trusted without looking at the data), else
+/// `application/json` when the data is JSON, else none (the function gets
+/// `application/octet-stream`).
+pub fn content_type_of(
+    carried: Option<String>,
+    configured: Option<&crate::config::MediaType>,
+    data: &[u8],
+) -> Option<String> {
+    carried
+        .or_else(|| configured.map(|c| c.as_str().to_string()))
+        .or_else(|| sniff_json(data))
+}
+
 /// An event together with its acknowledgement handle, as a trigger sends it to the engine.
 #[derive(Debug)]
 pub struct TriggerEvent {
@@ -210,5 +224,27 @@ mod tests {
         assert!(is_json_media_type("application/VND.x+Json;v=1"));
         assert!(!is_json_media_type("json"));
         assert!(!is_json_media_type("application/jsonx"));
+    }
+
+    #[test]
+    fn a_message_type_wins_over_the_configured_one_which_wins_over_the_data() {
+        let csv = crate::config::MediaType::parse("text/csv").unwrap();
+        let json = b"{\"a\":1}";
+        // The message's own type first; the data is not looked at.
+        assert_eq!(
+            content_type_of(Some("text/plain".into()), Some(&csv), json).as_deref(),
+            Some("text/plain")
+        );
+        // Then the trigger's: trusted, even for data that would pass as JSON.
+        assert_eq!(
+            content_type_of(None, Some(&csv), json).as_deref(),
+            Some("text/csv")
+        );
+        // Neither: JSON data is found to be JSON; anything else has no type.
+        assert_eq!(
+            content_type_of(None, None, json).as_deref(),
+            Some("application/json")
+        );
+        assert_eq!(content_type_of(None, None, b"{\"a\":"), None);
     }
 }
