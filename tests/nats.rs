@@ -416,6 +416,64 @@ pipelines:
 }
 
 #[tokio::test]
+async fn an_output_without_attributes_writes_the_value_and_its_content_type_alone() {
+    use futures::StreamExt;
+    // Two streams: one event id written twice to one stream would be dropped as a duplicate.
+    let (input, with, without) = (unique("JSA"), unique("JSAW"), unique("JSAWO"));
+    for s in [&input, &with, &without] {
+        common::nats::create_stream(s).await;
+    }
+    common::nats::publish(&format!("{input}.x"), values(1, serde_json::json!({}))).await;
+    let yaml = format!(
+        "{FUNCTION}
+pipelines:
+  j:
+    trigger: {{ type: nats, url: \"{url}\", jetstream: {{ stream: {input}, durable: gw }} }}
+    function: f
+    outputs:
+      - {{ name: with, type: nats, url: \"{url}\", subject: \"{with}.x\", jetstream: true }}
+      - {{ name: without, type: nats, url: \"{url}\", subject: \"{without}.x\", jetstream: true, attributes: false }}
+",
+        url = common::nats::URL
+    );
+    let _g = Gateway::start(&yaml).await;
+    let header_names = |stream: String| async move {
+        let mut msgs = common::nats::messages_from_start(&stream).await;
+        let m = match tokio::time::timeout(Duration::from_secs(30), msgs.next()).await {
+            Ok(Some(Ok(m))) => m,
+            other => panic!("nothing written to {stream}: {other:?}"),
+        };
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(v["n"], 0, "the function's answer, as it is");
+        let mut keys: Vec<String> = m
+            .headers
+            .as_ref()
+            .expect("headers")
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        keys.sort();
+        keys
+    };
+    let names = header_names(with).await;
+    for k in [
+        "ce-id",
+        "ce-source",
+        "ce-specversion",
+        "ce-type",
+        "Content-Type",
+        "Nats-Msg-Id",
+    ] {
+        assert!(names.contains(&k.to_string()), "{k} missing from {names:?}");
+    }
+    assert_eq!(
+        header_names(without).await,
+        ["Content-Type", "Nats-Msg-Id"],
+        "only the content type and the id JetStream deduplicates by"
+    );
+}
+
+#[tokio::test]
 async fn core_nats_subjects_flow_at_most_once() {
     use futures::StreamExt;
     let prefix = unique("core");

@@ -30,7 +30,9 @@
 //! holds, default the window of 64; its calls stay 64; `default`: the gateway's own default),
 //! `BENCH_MAX_IN_FLIGHT_B` (the same for switchyard B, default as the first),
 //! `BENCH_CONTENT_TYPE` and `BENCH_CONTENT_TYPE_B` (the `content_type` switchyard's broker
-//! triggers give messages that carry none; default unset: each body is checked for JSON).
+//! triggers give messages that carry none; default unset: each body is checked for JSON),
+//! `BENCH_OUTPUT_ATTRIBUTES` and `BENCH_OUTPUT_ATTRIBUTES_B` (`false`: switchyard's broker
+//! outputs write the reply without the CloudEvents attributes; default unset: with them).
 
 mod brokers;
 mod instructions;
@@ -240,7 +242,7 @@ impl Bench {
             .map(|p| format!("ingress: {{ listen: \"127.0.0.1:{p}\" }}\n"))
             .unwrap_or_default();
         let held = held_line(runner);
-        let pipeline = with_content_type(runner, pipeline);
+        let pipeline = with_settings(runner, pipeline);
         let yaml = format!(
             "admin: {{ listen: \"127.0.0.1:{admin}\" }}\n{ingress}functions:\n  echo: {{ url: \"{}\", concurrency: {WINDOW} }}\npipelines:\n  bench:\n    function: echo\n{held}{pipeline}",
             self.echo_url
@@ -331,11 +333,7 @@ impl Bench {
 /// `BENCH_MAX_IN_FLIGHT_B`, else the same) holds another number (an experiment: the calls stay
 /// `WINDOW`), or with `default` sets none, so the gateway's own default applies.
 fn held_line(runner: &str) -> String {
-    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let held = match runner {
-        SWITCHYARD_B => var("BENCH_MAX_IN_FLIGHT_B").or_else(|| var("BENCH_MAX_IN_FLIGHT")),
-        _ => var("BENCH_MAX_IN_FLIGHT"),
-    };
+    let held = runner_var(runner, "BENCH_MAX_IN_FLIGHT");
     match held.as_deref() {
         Some("default") => String::new(),
         Some(n) => {
@@ -348,24 +346,45 @@ fn held_line(runner: &str) -> String {
     }
 }
 
-/// `BENCH_CONTENT_TYPE` (`BENCH_CONTENT_TYPE_B` for switchyard B, else the same): the
-/// `content_type` a broker trigger gives messages that carry none, so the gateway does not
-/// check whether each body is JSON. Unset (the default): none, and every body is checked, as
-/// for a trigger configured without one. The http trigger has no such key and is left as it is.
-fn with_content_type(runner: &str, pipeline: &str) -> String {
+/// A knob of switchyard's (`name`, or `name_B` for switchyard B, which falls back to `name`).
+fn runner_var(runner: &str, name: &str) -> Option<String> {
     let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-    let content_type = match runner {
-        SWITCHYARD_B => var("BENCH_CONTENT_TYPE_B").or_else(|| var("BENCH_CONTENT_TYPE")),
-        _ => var("BENCH_CONTENT_TYPE"),
-    };
-    match content_type {
-        Some(ct) if !pipeline.contains("trigger: { type: http") => pipeline.replacen(
+    match runner {
+        SWITCHYARD_B => var(&format!("{name}_B")).or_else(|| var(name)),
+        _ => var(name),
+    }
+}
+
+/// The pipeline with the runner's settings of the broker routes (the http route has neither
+/// key and is left as it is):
+/// - `BENCH_CONTENT_TYPE`: the `content_type` the trigger gives messages that carry none, so
+///   the gateway does not check whether each body is JSON. Unset (the default): every body is
+///   checked, as by a trigger configured without one.
+/// - `BENCH_OUTPUT_ATTRIBUTES=false`: the output writes the reply with its content type alone,
+///   without the event's CloudEvents attributes as headers (as the peer writes it). Unset:
+///   with them, the output's default.
+fn with_settings(runner: &str, pipeline: &str) -> String {
+    if pipeline.contains("trigger: { type: http") {
+        return pipeline.to_string();
+    }
+    let mut pipeline = pipeline.to_string();
+    if let Some(ct) = runner_var(runner, "BENCH_CONTENT_TYPE") {
+        pipeline = pipeline.replacen(
             "    trigger: { ",
             &format!("    trigger: {{ content_type: \"{ct}\", "),
             1,
-        ),
-        _ => pipeline.to_string(),
+        );
     }
+    if let Some(attributes) = runner_var(runner, "BENCH_OUTPUT_ATTRIBUTES") {
+        let attributes: bool = attributes
+            .parse()
+            .expect("BENCH_OUTPUT_ATTRIBUTES: true or false");
+        pipeline = pipeline.replace(
+            "      - { name: out, ",
+            &format!("      - {{ name: out, attributes: {attributes}, "),
+        );
+    }
+    pipeline
 }
 
 fn wrapped(wrapper: &[String], bin: &Path) -> Command {

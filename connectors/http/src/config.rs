@@ -74,6 +74,11 @@ pub struct HttpOutputConfig {
     /// How long to wait for the destination's answer.
     #[serde(default = "default_timeout")]
     pub timeout: switchyard_sdk::config::Duration,
+    /// Send the event's CloudEvents attributes with each value (`ce-*` headers, the binding's
+    /// binary mode). `false` writes the value with its content type alone, as Dapr's
+    /// `rawPayload` does, for consumers that do not read CloudEvents.
+    #[serde(default = "switchyard_sdk::config::yes")]
+    pub attributes: bool,
 }
 
 fn default_timeout() -> switchyard_sdk::config::Duration {

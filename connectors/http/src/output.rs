@@ -11,6 +11,8 @@ pub struct HttpOutput {
     client: reqwest::Client,
     url: reqwest::Url,
     headers: reqwest::header::HeaderMap,
+    /// Send the CloudEvents attributes as `ce-*` headers.
+    attributes: bool,
 }
 
 impl HttpOutputConfig {
@@ -37,6 +39,7 @@ impl HttpOutputConfig {
             client,
             url,
             headers,
+            attributes: self.attributes,
         })
     }
 }
@@ -49,7 +52,7 @@ impl Output for HttpOutput {
             .client
             .post(self.url.clone())
             .headers(self.headers.clone())
-            .headers(cloudevents::record_headers(record))
+            .headers(cloudevents::record_headers(record, self.attributes))
             .body(record.data.clone());
         let resp = req.send().await.map_err(|e| OutputError::Connect {
             source: Box::new(e.without_url()),

@@ -74,6 +74,11 @@ pub struct KafkaOutputConfig {
     /// How long to wait for the delivery report.
     #[serde(default = "default_delivery_timeout")]
     pub timeout: Duration,
+    /// Send the event's CloudEvents attributes with each value (`ce_*` headers, the binding's
+    /// binary mode). `false` writes the value with its content type alone, as Dapr's
+    /// `rawPayload` does, for consumers that do not read CloudEvents.
+    #[serde(default = "switchyard_sdk::config::yes")]
+    pub attributes: bool,
     /// Extra librdkafka properties, passed through as they are.
     #[serde(default, deserialize_with = "switchyard_sdk::config::string_map")]
     pub options: BTreeMap<String, String>,

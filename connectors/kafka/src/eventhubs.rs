@@ -61,6 +61,11 @@ pub struct EventHubsOutputConfig {
     /// How long to wait for the delivery report.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// Send the event's CloudEvents attributes with each value (`ce_*` headers, the binding's
+    /// binary mode). `false` writes the value with its content type alone, as Dapr's
+    /// `rawPayload` does, for consumers that do not read CloudEvents.
+    #[serde(default = "switchyard_sdk::config::yes")]
+    pub attributes: bool,
     /// Extra librdkafka properties.
     #[serde(default, deserialize_with = "switchyard_sdk::config::string_map")]
     pub options: BTreeMap<String, String>,
@@ -220,7 +225,13 @@ impl EventHubsOutputConfig {
         }
         let topic = Template::parse(&hub.replace('{', "{{").replace('}', "}}"))
             .map_err(|m| BuildError::invalid("hub", m))?;
-        build_producer(config, topic, self.key.clone(), self.timeout.get())
+        build_producer(
+            config,
+            topic,
+            self.key.clone(),
+            self.timeout.get(),
+            self.attributes,
+        )
     }
 }
 

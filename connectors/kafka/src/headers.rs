@@ -134,18 +134,22 @@ fn apply_structured(event: &mut Event, mut obj: serde_json::Map<String, serde_js
     };
 }
 
-/// `ce_*` headers (binary mode) for a produced value; a value that is itself a structured
-/// CloudEvent (a dead letter) gets only its `content-type`.
-pub fn headers_for(record: &Record) -> OwnedHeaders {
-    if let Some(ct) = record
+/// `ce_*` headers (binary mode) for a produced value, with `attributes`; a value that is
+/// itself a structured CloudEvent (a dead letter), or any value without `attributes`, gets only
+/// its `content-type`.
+pub fn headers_for(record: &Record, attributes: bool) -> OwnedHeaders {
+    let structured = record
         .content_type
         .as_deref()
-        .filter(|c| c.starts_with("application/cloudevents+json"))
-    {
-        return OwnedHeaders::new().insert(Header {
-            key: "content-type",
-            value: Some(ct.as_bytes()),
-        });
+        .is_some_and(|c| c.starts_with("application/cloudevents+json"));
+    if structured || !attributes {
+        return match &record.content_type {
+            Some(ct) => OwnedHeaders::new().insert(Header {
+                key: "content-type",
+                value: Some(ct.as_bytes()),
+            }),
+            None => OwnedHeaders::new(),
+        };
     }
     let mut pairs: Vec<(String, std::borrow::Cow<'_, str>)> = record
         .attributes()
@@ -226,7 +230,7 @@ mod tests {
             "p",
             "kafka",
             None,
-            &msg(b"hello", None, Some(headers_for(&r))),
+            &msg(b"hello", None, Some(headers_for(&r, true))),
         );
         assert_eq!(
             (e.id.as_str(), e.source.as_str(), e.ty.as_str()),
@@ -234,6 +238,13 @@ mod tests {
         );
         assert_eq!(e.content_type.as_deref(), Some("text/plain"));
         assert!(e.extensions.contains_key("traceparent"));
+        // Without attributes: the content type alone, so the next trigger makes its own.
+        let h = headers_for(&r, false);
+        let keys: Vec<&str> = h.iter().map(|h| h.key).collect();
+        assert_eq!(keys, ["content-type"]);
+        let e = event_from_message("p", "kafka", None, &msg(b"hello", None, Some(h)));
+        assert_eq!(e.id, "orders/2/42");
+        assert_eq!(e.content_type.as_deref(), Some("text/plain"));
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct KafkaOutput {
     topic: Template,
     key: Option<Template>,
     timeout: Duration,
+    /// Send the CloudEvents attributes as `ce_*` headers.
+    attributes: bool,
 }
 
 impl KafkaOutputConfig {
@@ -40,6 +42,7 @@ impl KafkaOutputConfig {
             self.topic.clone(),
             self.key.clone(),
             self.timeout.get(),
+            self.attributes,
         )
     }
 }
@@ -50,6 +53,7 @@ pub(crate) fn build_producer(
     topic: Template,
     key: Option<Template>,
     timeout: Duration,
+    attributes: bool,
 ) -> Result<KafkaOutput, BuildError> {
     config
         // Every in-sync replica has the record before the delivery report says so.
@@ -82,6 +86,7 @@ pub(crate) fn build_producer(
         topic,
         key,
         timeout,
+        attributes,
     })
 }
 
@@ -124,7 +129,7 @@ impl Output for KafkaOutput {
         let key = self.key.as_ref().map(|k| k.render(record));
         let mut fr = FutureRecord::to(&topic)
             .payload(&record.data[..])
-            .headers(headers_for(record));
+            .headers(headers_for(record, self.attributes));
         if let Some(k) = &key {
             fr = fr.key(k.as_str());
         }

@@ -76,15 +76,16 @@ pub struct NatsOutputConfig {
     /// With `jetstream`: send the event id as `Nats-Msg-Id`, so the stream drops a write
     /// repeated within its duplicate window (a redelivered event). Off saves the server its
     /// duplicate tracking (about a third of its CPU per publish); repeats are then stored twice.
-    #[serde(default = "default_true")]
+    #[serde(default = "switchyard_sdk::config::yes")]
     pub deduplicate: bool,
+    /// Send the event's CloudEvents attributes with each value (`ce-*` headers, the binding's
+    /// binary mode). `false` writes the value with its content type alone, as Dapr's
+    /// `rawPayload` does, for consumers that do not read CloudEvents.
+    #[serde(default = "switchyard_sdk::config::yes")]
+    pub attributes: bool,
     /// How long to wait for the server.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 fn default_timeout() -> Duration {

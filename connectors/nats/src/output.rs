@@ -151,36 +151,38 @@ fn value(v: &str) -> HeaderValue {
     }
 }
 
-/// The value's CloudEvent attributes as `ce-*` headers, its `Content-Type`, and with
-/// `msg_id` the event id as `Nats-Msg-Id`. An extension whose name NATS cannot carry is left
-/// out (the engine only makes lower-case alphanumeric names).
-fn headers(record: &Record, msg_id: bool) -> HeaderMap {
+/// With `attributes`, the value's CloudEvent attributes as `ce-*` headers; its `Content-Type`;
+/// and with `msg_id` the event id as `Nats-Msg-Id`. An extension whose name NATS cannot carry
+/// is left out (the engine only makes lower-case alphanumeric names).
+fn headers(record: &Record, msg_id: bool, attributes: bool) -> HeaderMap {
     let mut h = HeaderMap::new();
-    h.insert(CE_SPECVERSION, "1.0");
-    h.insert(CE_ID, value(&record.id));
-    h.insert(CE_SOURCE, value(&record.source));
-    h.insert(CE_TYPE, value(&record.ty));
-    // RFC 3339 is plain ASCII: the formatted string becomes the value as it is.
-    h.insert(
-        CE_TIME,
-        record
-            .time
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
-    );
-    if let Some(s) = &record.subject {
-        h.insert(CE_SUBJECT, value(s));
-    }
-    for (k, v) in &record.extensions {
-        if k.is_empty() {
-            continue;
+    if attributes {
+        h.insert(CE_SPECVERSION, "1.0");
+        h.insert(CE_ID, value(&record.id));
+        h.insert(CE_SOURCE, value(&record.source));
+        h.insert(CE_TYPE, value(&record.ty));
+        // RFC 3339 is plain ASCII: the formatted string becomes the value as it is.
+        h.insert(
+            CE_TIME,
+            record
+                .time
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        );
+        if let Some(s) = &record.subject {
+            h.insert(CE_SUBJECT, value(s));
         }
-        // async-nats's own check of the name, which returns an error where `insert` panics.
-        let name = match k.as_str() {
-            "traceparent" => Ok(CE_TRACEPARENT),
-            _ => format!("ce-{k}").parse::<HeaderName>(),
-        };
-        if let Ok(name) = name {
-            h.insert(name, value(v));
+        for (k, v) in &record.extensions {
+            if k.is_empty() {
+                continue;
+            }
+            // async-nats's own check of the name, which returns an error where `insert` panics.
+            let name = match k.as_str() {
+                "traceparent" => Ok(CE_TRACEPARENT),
+                _ => format!("ce-{k}").parse::<HeaderName>(),
+            };
+            if let Ok(name) = name {
+                h.insert(name, value(v));
+            }
         }
     }
     if let Some(ct) = &record.content_type {
@@ -209,7 +211,11 @@ impl Output for NatsOutput {
             Some(q) => q,
             None => Box::pin(self.queue()).await?,
         };
-        let headers = headers(record, self.config.jetstream && self.config.deduplicate);
+        let headers = headers(
+            record,
+            self.config.jetstream && self.config.deduplicate,
+            self.config.attributes,
+        );
         let timeout = self.config.timeout.get();
         let work = async {
             let (sent, heard) = oneshot::channel();
@@ -265,7 +271,7 @@ mod tests {
     #[test]
     fn every_attribute_travels_as_a_ce_header() {
         let r = record();
-        let h = headers(&r, true);
+        let h = headers(&r, true, true);
         assert_eq!(get(&h, "ce-specversion"), Some("1.0"));
         assert_eq!(get(&h, "ce-id"), Some("orders/7"));
         assert_eq!(get(&h, "ce-source"), Some("switchyard/p/nats/orders"));
@@ -285,7 +291,12 @@ mod tests {
                 .with_timezone(&chrono::FixedOffset::east_opt(0).unwrap())
         );
         assert_eq!(h.len(), 10);
-        assert!(headers(&r, false).get("Nats-Msg-Id").is_none());
+        assert!(headers(&r, false, true).get("Nats-Msg-Id").is_none());
+        // Without attributes: the content type and the id JetStream deduplicates by, alone.
+        let h = headers(&r, true, false);
+        assert_eq!(get(&h, "Content-Type"), Some("application/json"));
+        assert_eq!(get(&h, "Nats-Msg-Id"), Some("orders/7"));
+        assert_eq!(h.len(), 2);
     }
 
     #[tokio::test]
@@ -313,7 +324,7 @@ mod tests {
         r.extensions.insert("note".into(), "x\ny".into());
         r.extensions.insert("bad:name".into(), "v".into());
         r.extensions.insert("bad name".into(), "v".into());
-        let h = headers(&r, true);
+        let h = headers(&r, true, true);
         assert_eq!(get(&h, "ce-id"), Some("a%0D%0Ab%25"));
         assert_eq!(get(&h, "Nats-Msg-Id"), Some("a%0D%0Ab%25"));
         assert_eq!(get(&h, "ce-subject"), Some("line%0Aone"));
@@ -323,6 +334,9 @@ mod tests {
         assert_eq!(h.len(), 11);
         // A value without a line break is left as it is, `%` and non-ASCII included.
         r.subject = Some("café 100%".into());
-        assert_eq!(get(&headers(&r, true), "ce-subject"), Some("café 100%"));
+        assert_eq!(
+            get(&headers(&r, true, true), "ce-subject"),
+            Some("café 100%")
+        );
     }
 }

@@ -83,6 +83,11 @@ pub struct RabbitMqOutputConfig {
     /// How long to wait for the broker's confirm.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
+    /// Send the event's CloudEvents attributes with each value (`cloudEvents:*` headers, the binding's
+    /// binary mode). `false` writes the value with its content type alone, as Dapr's
+    /// `rawPayload` does, for consumers that do not read CloudEvents.
+    #[serde(default = "switchyard_sdk::config::yes")]
+    pub attributes: bool,
 }
 
 fn default_timeout() -> Duration {

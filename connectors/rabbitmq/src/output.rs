@@ -71,16 +71,20 @@ fn message_id(id: &str) -> ShortString {
 }
 
 /// The message properties for a record: persistent, the CloudEvents AMQP binding's
-/// `cloudEvents:*` application properties, message-id and timestamp. A content type too long
+/// `cloudEvents:*` application properties (with `attributes`), message-id and timestamp. A content type too long
 /// for the property travels as `cloudEvents:datacontenttype`; an extension whose name makes a
 /// header name too long is left out.
-fn properties(record: &Record) -> BasicProperties {
+fn properties(record: &Record, attributes: bool) -> BasicProperties {
     let mut headers = FieldTable::default();
     let content_type = record
         .content_type
         .as_deref()
         .map(|ct| (ct, ShortString::try_new(ct).ok()));
-    let mut attrs = record.attributes();
+    let mut attrs = if attributes {
+        record.attributes()
+    } else {
+        Vec::new()
+    };
     if let Some((ct, None)) = content_type {
         attrs.push(("datacontenttype", ct.into()));
     }
@@ -110,7 +114,7 @@ impl Output for RabbitMqOutput {
                 "the routing key is {len} bytes; AMQP allows at most {MAX_SHORT}"
             ))
         })?;
-        let props = properties(record);
+        let props = properties(record, self.config.attributes);
         let ch = self.channel().await?;
         let publish = async {
             let confirm = ch
@@ -199,7 +203,7 @@ mod tests {
         r.extensions
             .insert("traceparent".into(), "00-ab-cd-01".into());
         r.extensions.insert("z".repeat(300), "dropped".into());
-        let p = properties(&r);
+        let p = properties(&r, true);
         assert_eq!(header(&p, "cloudEvents:id").unwrap(), r.id);
         assert!(p.message_id().as_ref().unwrap().as_str().len() <= MAX_SHORT);
         assert_eq!(p.content_type(), &None);
@@ -214,11 +218,21 @@ mod tests {
         assert_eq!(p.headers().as_ref().unwrap().inner().len(), 7);
 
         r.content_type = Some("application/json".into());
-        let p = properties(&r);
+        let p = properties(&r, true);
         assert_eq!(
             p.content_type().as_ref().unwrap().as_str(),
             "application/json"
         );
         assert_eq!(header(&p, "cloudEvents:datacontenttype"), None);
+
+        // Without attributes: no `cloudEvents:*` header; the properties stay.
+        let p = properties(&r, false);
+        assert_eq!(p.headers().as_ref().unwrap().inner().len(), 0);
+        assert_eq!(
+            p.content_type().as_ref().unwrap().as_str(),
+            "application/json"
+        );
+        assert_eq!(p.delivery_mode(), &Some(2));
+        assert!(p.message_id().is_some());
     }
 }

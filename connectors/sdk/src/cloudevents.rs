@@ -130,18 +130,21 @@ pub fn binary_headers(event: &Event) -> HeaderMap {
     h
 }
 
-/// Binary-mode headers for a record an output sends over HTTP: its attributes as `ce-*`
-/// (percent-encoded, so an id or subject with a line break or non-ASCII text still travels),
-/// its content type when known, and the W3C `traceparent` beside `ce-traceparent`.
-pub fn record_headers(record: &Record) -> HeaderMap {
+/// Binary-mode headers for a record an output sends over HTTP: with `attributes`, its
+/// attributes as `ce-*` (percent-encoded, so an id or subject with a line break or non-ASCII
+/// text still travels); its content type when known, and the W3C `traceparent` (the trace
+/// context travels either way).
+pub fn record_headers(record: &Record, attributes: bool) -> HeaderMap {
     let mut h = HeaderMap::with_capacity(8 + record.extensions.len());
-    for (k, v) in record.attributes() {
-        if let Some(name) = extension_header(k) {
-            h.insert(name, header_value(&v));
+    if attributes {
+        for (k, v) in record.attributes() {
+            if let Some(name) = extension_header(k) {
+                h.insert(name, header_value(&v));
+            }
         }
     }
-    if let Some(tp) = h.get("ce-traceparent").cloned() {
-        h.insert(HeaderName::from_static("traceparent"), tp);
+    if let Some(tp) = record.extensions.get("traceparent") {
+        h.insert(HeaderName::from_static("traceparent"), header_value(tp));
     }
     if let Some(ct) = &record.content_type {
         h.insert(CONTENT_TYPE, header_value(ct));
@@ -236,7 +239,7 @@ mod tests {
         r.extensions
             .insert("traceparent".into(), "00-a-b-01".into());
         r.extensions.insert("bad name".into(), "left out".into());
-        let h = record_headers(&r);
+        let h = record_headers(&r, true);
         let get = |n: &str| h.get(n).map(|v| v.to_str().unwrap());
         assert_eq!(get("ce-id"), Some("m-1%0D%0Anext"));
         assert_eq!(get("ce-subject"), Some("caf%C3%A9"));
@@ -246,6 +249,10 @@ mod tests {
         assert_eq!(get("content-type"), Some("application/json"));
         // specversion id source type time subject traceparent, the W3C copy, content-type.
         assert_eq!(h.len(), 9, "{h:?}");
+        // Without attributes: the content type and the trace context alone.
+        let h = record_headers(&r, false);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["traceparent", "content-type"], "{h:?}");
     }
 
     #[test]

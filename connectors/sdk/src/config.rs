@@ -147,6 +147,11 @@ pub fn string_map<'de, D: Deserializer<'de>>(
 }
 
 /// A secret (token, password, signing key): deserializes from a string and never prints.
+/// `true`: the serde default of switches that are on unless turned off.
+pub fn yes() -> bool {
+    true
+}
+
 /// A media type such as `application/json` or `text/plain; charset=utf-8`: `type/subtype`
 /// of token characters, then parameters, all printable ASCII (it travels as a header value).
 #[derive(Debug, Clone, PartialEq, Eq)]
