@@ -3,8 +3,8 @@
 //!
 //! - the ceiling of each hop alone, with the gateway's own client settings: publish with
 //!   confirmations, consume with acknowledgements (no-op handler), and the echo function called
-//!   directly 64 at a time; and the CPU seconds per message each hop costs (this process plus
-//!   the broker or the function);
+//!   directly 64 at a time, each the faster of two tries; and the CPU seconds per message each
+//!   hop costs (this process plus the broker or the function);
 //! - end to end: a backlog loaded first, then drained by switchyard through the echo function
 //!   into the output, and the same by the peer (`mq-bridge-app`) and by a hand-written bridge in
 //!   this process (the same clients, none of the gateway's features);
@@ -800,6 +800,30 @@ fn median(rows: &[Row]) -> Row {
     sorted[(sorted.len() - 1) / 2].clone()
 }
 
+/// How many times each hop ceiling is measured. The faster try is kept: one try can be caught
+/// by a stall that says nothing about the hop's ceiling (once, a JetStream consume that waited
+/// out a pull request's expiry measured a tenth of its usual rate).
+const HOP_TRIES: usize = 2;
+
+/// The faster of the best row so far and `row`.
+fn faster(best: Option<Row>, row: Row) -> Option<Row> {
+    match best {
+        Some(b) if b.rate >= row.rate => Some(b),
+        _ => Some(row),
+    }
+}
+
+/// The echo function called directly, `n` calls `WINDOW` at once: the faster of `HOP_TRIES`.
+async fn function_hop(b: &Bench, n: usize) -> Row {
+    let mut best = None;
+    for _ in 0..HOP_TRIES {
+        let row = measured(n, &[b.echo_pid()], call_function(b, &b.echo_url, n)).await;
+        println!("function direct: {:.0}/s", row.rate);
+        best = faster(best, row);
+    }
+    best.expect("tried")
+}
+
 /// One broker scenario.
 async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     let broker = Broker::connect(kind).await;
@@ -812,40 +836,44 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
     let mut s = Scenario::new(kind.label(), n);
     println!("== {} ({n} messages of {PAYLOAD} B)", kind.label());
 
-    // Hop ceilings.
-    let q = unique("hop");
-    broker.create(&q).await;
-    let p = broker.publisher(&q).await;
-    let row = measured(n, &[broker_pid], publish(&p, n, kind.window(), None)).await;
-    println!("publish (confirmed): {:.0}/s", row.rate);
-    s.hop("publish with confirmation", row);
+    // Hop ceilings, each the faster of `HOP_TRIES` tries.
+    let (mut published, mut consumed) = (None, None);
+    for _ in 0..HOP_TRIES {
+        let q = unique("hop");
+        broker.create(&q).await;
+        let p = broker.publisher(&q).await;
+        let row = measured(n, &[broker_pid], publish(&p, n, kind.window(), None)).await;
+        println!("publish (confirmed): {:.0}/s", row.rate);
+        published = faster(published, row);
+        let mut stream = broker.consume(&q).await;
+        let row = measured(n, &[broker_pid], async { consume(&mut stream, n).await.0 }).await;
+        drop(stream);
+        broker.remove(&q).await;
+        println!("consume (acked): {:.0}/s", row.rate);
+        consumed = faster(consumed, row);
+    }
+    s.hop("publish with confirmation", published.expect("tried"));
     if kind.window() > WINDOW {
         // The output as the gateway uses it: at most its in-flight window awaiting
         // confirmation, so the confirmation's round trip bounds the rate.
+        let q = unique("hop");
+        broker.create(&q).await;
+        let p = broker.publisher(&q).await;
         let row = measured(n, &[broker_pid], publish(&p, n, WINDOW, None)).await;
+        broker.remove(&q).await;
         println!("publish (confirmed, {WINDOW} in flight): {:.0}/s", row.rate);
         s.windowed(
             &format!("publish with confirmation, {WINDOW} in flight"),
             row,
         );
     }
-    let mut stream = broker.consume(&q).await;
-    let row = measured(n, &[broker_pid], async { consume(&mut stream, n).await.0 }).await;
-    drop(stream);
-    broker.remove(&q).await;
-    println!("consume (acked): {:.0}/s", row.rate);
-    s.hop("consume + acknowledge (no-op handler)", row);
-    let fcalls = n.min(100_000);
-    let row = measured(
-        fcalls,
-        &[b.echo_pid()],
-        call_function(b, &b.echo_url, fcalls),
-    )
-    .await;
-    println!("function direct: {:.0}/s", row.rate);
+    s.hop(
+        "consume + acknowledge (no-op handler)",
+        consumed.expect("tried"),
+    );
     s.hop(
         &format!("echo function called directly, {WINDOW} at once"),
-        row,
+        function_hop(b, n.min(100_000)).await,
     );
 
     // End to end from a backlog: switchyard, the hand-written bridge, the peer.
@@ -975,11 +1003,9 @@ async fn http_scenario(b: &Bench) -> Scenario {
     let n = b.messages.min(100_000);
     let mut s = Scenario::new("http (request → function → reply)", n);
     println!("== http ({n} requests of {PAYLOAD} B)");
-    let row = measured(n, &[b.echo_pid()], call_function(b, &b.echo_url, n)).await;
-    println!("function direct: {:.0}/s", row.rate);
     s.hop(
         &format!("echo function called directly, {WINDOW} at once"),
-        row,
+        function_hop(b, n).await,
     );
 
     let mut runners: Vec<(&str, String, Proc)> = Vec::new();
