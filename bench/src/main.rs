@@ -325,8 +325,6 @@ impl Bench {
     }
 }
 
-/// A command that runs `bin` under `wrapper` (its first word the program, then its arguments),
-/// or `bin` itself when `wrapper` is empty.
 /// The `max_in_flight` line of a switchyard runner's pipeline. The same window as the bridge and
 /// the peer by default: `WINDOW` calls and `WINDOW` events held (set, so a change of the
 /// gateway's default does not move it). `BENCH_MAX_IN_FLIGHT` (switchyard B:
@@ -387,6 +385,8 @@ fn with_settings(runner: &str, pipeline: &str) -> String {
     pipeline
 }
 
+/// A command that runs `bin` under `wrapper` (its first word the program, then its arguments),
+/// or `bin` itself when `wrapper` is empty.
 fn wrapped(wrapper: &[String], bin: &Path) -> Command {
     match wrapper.split_first() {
         Some((program, args)) => {

@@ -172,7 +172,7 @@ pub struct AzureBlobOutputConfig {
     #[serde(default)]
     pub content_type: Option<String>,
     /// Replace an existing blob; with `false` an existing blob makes the write fail for good.
-    #[serde(default = "yes")]
+    #[serde(default = "switchyard_sdk::config::yes")]
     pub overwrite: bool,
     /// Replaces the blob service endpoint of the connection string.
     #[serde(default)]
@@ -180,10 +180,6 @@ pub struct AzureBlobOutputConfig {
     /// How long to wait for the service's answer.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// Storage naming rules for queues: 3-63 lower-case letters, digits and single dashes.

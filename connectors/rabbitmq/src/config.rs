@@ -38,7 +38,7 @@ fn default_prefetch() -> u16 {
 #[serde(deny_unknown_fields)]
 pub struct Declare {
     /// Survive a broker restart.
-    #[serde(default = "yes")]
+    #[serde(default = "switchyard_sdk::config::yes")]
     pub durable: bool,
     /// Queue arguments, e.g. `x-dead-letter-exchange`, `x-queue-type: quorum`.
     #[serde(default)]
@@ -46,10 +46,6 @@ pub struct Declare {
     /// Bindings to exchanges (declared elsewhere).
     #[serde(default)]
     pub bindings: Vec<Binding>,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// A queue binding.
@@ -83,8 +79,8 @@ pub struct RabbitMqOutputConfig {
     /// How long to wait for the broker's confirm.
     #[serde(default = "default_timeout")]
     pub timeout: Duration,
-    /// Send the event's CloudEvents attributes with each value (`cloudEvents:*` headers, the binding's
-    /// binary mode). `false` writes the value with its content type alone, as Dapr's
+    /// Send the event's CloudEvents attributes with each value (`cloudEvents:*` headers, the
+    /// binding's binary mode). `false` writes the value with its content type alone, as Dapr's
     /// `rawPayload` does, for consumers that do not read CloudEvents.
     #[serde(default = "switchyard_sdk::config::yes")]
     pub attributes: bool,

@@ -71,9 +71,9 @@ fn message_id(id: &str) -> ShortString {
 }
 
 /// The message properties for a record: persistent, the CloudEvents AMQP binding's
-/// `cloudEvents:*` application properties (with `attributes`), message-id and timestamp. A content type too long
-/// for the property travels as `cloudEvents:datacontenttype`; an extension whose name makes a
-/// header name too long is left out.
+/// `cloudEvents:*` application properties (with `attributes`), message-id and timestamp. A
+/// content type too long for the property travels as `cloudEvents:datacontenttype`; an
+/// extension whose name makes a header name too long is left out.
 fn properties(record: &Record, attributes: bool) -> BasicProperties {
     let mut headers = FieldTable::default();
     let content_type = record
