@@ -52,6 +52,24 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The `trigger:` and `outputs:` of a switchyard pipeline from `input` to `output`.
+    pub fn gateway_pipeline(self, input: &str, output: &str) -> String {
+        match self {
+            Kind::Kafka => format!(
+                "    trigger: {{ type: kafka, brokers: [\"{KAFKA}\"], topics: [{input}], group: {input} }}\n    ordering: none\n    outputs:\n      - {{ name: out, type: kafka, brokers: [\"{KAFKA}\"], topic: {output} }}\n"
+            ),
+            Kind::RabbitMq => format!(
+                "    trigger: {{ type: rabbitmq, url: \"{AMQP}\", queue: {input}, prefetch: {PREFETCH} }}\n    outputs:\n      - {{ name: out, type: rabbitmq, url: \"{AMQP}\", routing_key: {output} }}\n"
+            ),
+            Kind::JetStream => format!(
+                "    trigger: {{ type: nats, url: \"{NATS}\", jetstream: {{ stream: {input}, durable: gw }} }}\n    outputs:\n      - {{ name: out, type: nats, url: \"{NATS}\", subject: \"{output}.x\", jetstream: true }}\n"
+            ),
+            Kind::AzureQueue => format!(
+                "    trigger: {{ type: azure_queue, connection_string: \"{AZURE}\", queue: {input}, batch_size: 32, max_polling_interval: 1s }}\n    outputs:\n      - {{ name: out, type: azure_queue, connection_string: \"{AZURE}\", queue: {output} }}\n"
+            ),
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Kind::Kafka => "Kafka",
@@ -451,20 +469,7 @@ impl Broker {
 
     /// The `trigger:` and `outputs:` of a switchyard pipeline from `input` to `output`.
     pub fn gateway_pipeline(&self, input: &str, output: &str) -> String {
-        match self.kind {
-            Kind::Kafka => format!(
-                "    trigger: {{ type: kafka, brokers: [\"{KAFKA}\"], topics: [{input}], group: {input} }}\n    ordering: none\n    outputs:\n      - {{ name: out, type: kafka, brokers: [\"{KAFKA}\"], topic: {output} }}\n"
-            ),
-            Kind::RabbitMq => format!(
-                "    trigger: {{ type: rabbitmq, url: \"{AMQP}\", queue: {input}, prefetch: {PREFETCH} }}\n    outputs:\n      - {{ name: out, type: rabbitmq, url: \"{AMQP}\", routing_key: {output} }}\n"
-            ),
-            Kind::JetStream => format!(
-                "    trigger: {{ type: nats, url: \"{NATS}\", jetstream: {{ stream: {input}, durable: gw }} }}\n    outputs:\n      - {{ name: out, type: nats, url: \"{NATS}\", subject: \"{output}.x\", jetstream: true }}\n"
-            ),
-            Kind::AzureQueue => format!(
-                "    trigger: {{ type: azure_queue, connection_string: \"{AZURE}\", queue: {input}, batch_size: 32, max_polling_interval: 1s }}\n    outputs:\n      - {{ name: out, type: azure_queue, connection_string: \"{AZURE}\", queue: {output} }}\n"
-            ),
-        }
+        self.kind.gateway_pipeline(input, output)
     }
 
     /// The peer's `input:` and `forward_to:` endpoints for the same route, or `None` where the

@@ -147,6 +147,16 @@ impl Scenario {
         cores() / (sum / 1e6)
     }
 
+    /// The two factors of a run's "÷ bound": the share of the cores its processes kept busy
+    /// (rate × CPU per message of every process ÷ the cores), and the hops' summed CPU per
+    /// message ÷ the run's. Their product is the run's rate ÷ the CPU-additive bound, so a
+    /// run below the bound is either short of work for the cores (a window or a wait bounds
+    /// it) or spends more CPU per message than the hops alone (or both).
+    fn bound_factors(&self, r: &Row) -> (f64, f64) {
+        let hops: f64 = self.hops.iter().map(|(_, h)| h.cpu_all_us).sum();
+        (r.rate * r.cpu_all_us / 1e6 / cores(), hops / r.cpu_all_us)
+    }
+
     fn latency_of(&self, runner: &str, share: f64) -> Option<&Latency> {
         self.latency
             .iter()
@@ -321,11 +331,12 @@ pub fn write(dir: &Path, scenarios: &[Scenario], peer: bool) -> (PathBuf, PathBu
             s.cpu_bound()
         );
         md += "End to end (rate from the first output to the last):\n\n";
-        md += "| runner | msg/s | ÷ slowest hop | ÷ bound | CPU µs/msg, runner | CPU µs/msg, all processes | RSS peak / max sampled / end MiB | function calls | every call went through |\n";
-        md += "|---|---|---|---|---|---|---|---|---|\n";
+        md += "| runner | msg/s | ÷ slowest hop | ÷ bound | = cores busy × hops' CPU ÷ run's | CPU µs/msg, runner | CPU µs/msg, all processes | RSS peak / max sampled / end MiB | function calls | every call went through |\n";
+        md += "|---|---|---|---|---|---|---|---|---|---|\n";
         for (name, r) in &s.runs {
+            let (busy, lean) = s.bound_factors(r);
             md += &format!(
-                "| {name} | {:.0} | {} | {} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {} | {} |\n",
+                "| {name} | {:.0} | {} | {} | {busy:.2} × {lean:.2} | {:.1} | {:.1} | {:.1} / {:.1} / {:.1} | {} | {} |\n",
                 r.rate,
                 ratio(r.rate, s.slowest_hop()),
                 ratio(r.rate, s.cpu_bound()),
@@ -512,5 +523,15 @@ mod tests {
         }
         assert!((s.cpu_bound() - cores() / 50e-6).abs() < 1e-6);
         assert_eq!(s.slowest_hop(), 1010.0);
+        // A run at 60 µs for all its processes that kept 0.6 of the cores busy.
+        let run = Row {
+            rate: 0.6 * cores() / 60e-6,
+            cpu_all_us: 60.0,
+            ..Row::default()
+        };
+        let (busy, lean) = s.bound_factors(&run);
+        assert!((busy - 0.6).abs() < 1e-9, "{busy}");
+        assert!((lean - 50.0 / 60.0).abs() < 1e-9, "{lean}");
+        assert!((busy * lean - run.rate / s.cpu_bound()).abs() < 1e-9);
     }
 }
