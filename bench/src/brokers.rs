@@ -467,11 +467,6 @@ impl Broker {
         }
     }
 
-    /// The `trigger:` and `outputs:` of a switchyard pipeline from `input` to `output`.
-    pub fn gateway_pipeline(&self, input: &str, output: &str) -> String {
-        self.kind.gateway_pipeline(input, output)
-    }
-
     /// The peer's `input:` and `forward_to:` endpoints for the same route, or `None` where the
     /// peer has no connector (Azure Storage queues).
     pub fn peer_endpoints(&self, input: &str, output: &str) -> Option<(String, String)> {

@@ -561,7 +561,7 @@ async fn start_process(
     match runner {
         SWITCHYARD | SWITCHYARD_B => {
             b.gateway_of(runner).ok_or("BENCH_GATEWAY_B is unset.")?;
-            let pipeline = broker.gateway_pipeline(input, output);
+            let pipeline = broker.kind.gateway_pipeline(input, output);
             Ok(b.start_gateway_in(runner, &pipeline, None, wrapper).await)
         }
         _ => {
@@ -1257,13 +1257,13 @@ mod tests {
             (Some("application/vnd.orders+json"), Some(true)),
         ];
         for pipeline in &pipelines {
+            let ingress = if pipeline == HTTP_PIPELINE {
+                "ingress: { listen: \"127.0.0.1:8081\" }\n"
+            } else {
+                ""
+            };
             for (ct, attributes) in settings {
                 for held in ["", "    max_in_flight: 64\n"] {
-                    let ingress = if pipeline == HTTP_PIPELINE {
-                        "ingress: { listen: \"127.0.0.1:8081\" }\n"
-                    } else {
-                        ""
-                    };
                     let yaml = gateway_config(
                         8080,
                         ingress,

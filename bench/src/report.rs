@@ -141,10 +141,14 @@ impl Scenario {
             .fold(f64::INFINITY, f64::min)
     }
 
+    /// The CPU µs per message of every hop together.
+    fn hops_cpu_us(&self) -> f64 {
+        self.hops.iter().map(|(_, r)| r.cpu_all_us).sum()
+    }
+
     /// Two cores divided by the CPU seconds per message of every hop together.
     fn cpu_bound(&self) -> f64 {
-        let sum: f64 = self.hops.iter().map(|(_, r)| r.cpu_all_us).sum();
-        cores() / (sum / 1e6)
+        cores() / (self.hops_cpu_us() / 1e6)
     }
 
     /// The two factors of a run's "÷ bound": the share of the cores its processes kept busy
@@ -153,8 +157,10 @@ impl Scenario {
     /// run below the bound is either short of work for the cores (a window or a wait bounds
     /// it) or spends more CPU per message than the hops alone (or both).
     fn bound_factors(&self, r: &Row) -> (f64, f64) {
-        let hops: f64 = self.hops.iter().map(|(_, h)| h.cpu_all_us).sum();
-        (r.rate * r.cpu_all_us / 1e6 / cores(), hops / r.cpu_all_us)
+        (
+            r.rate * r.cpu_all_us / 1e6 / cores(),
+            self.hops_cpu_us() / r.cpu_all_us,
+        )
     }
 
     fn latency_of(&self, runner: &str, share: f64) -> Option<&Latency> {
