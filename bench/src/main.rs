@@ -10,7 +10,10 @@
 //!   this process (the same clients, none of the gateway's features);
 //! - latency: an open-loop producer at 50% and 80% of switchyard's measured maximum, the time
 //!   from publish to the output, through switchyard, the peer and the hand-written bridge, all
-//!   running at once on queues of their own, each step taken in slices with the runners in turn.
+//!   running at once on queues of their own, each step taken in slices with the runners in turn;
+//!   and through switchyard once more (`switchyard again`, the same gateway as a second
+//!   process), whose distance from switchyard is how finely this machine resolves a latency
+//!   difference (the added-p99 target is judged only where it resolves 2 ms).
 //!
 //! It writes `bench/results/<date>.md` and `<date>.svg`. Knobs (environment): `BENCH_SCENARIOS`
 //! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
@@ -43,7 +46,7 @@ use brokers::{Broker, Kind, Msg, Publisher};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
 use procs::{cpu_of, free_port, mem_mib, own_cpu_seconds, pid_on_port, wait_port, Proc};
-use report::{Latency, Row, Scenario, PEER, RAW, RUNNERS, SWITCHYARD, SWITCHYARD_B};
+use report::{Latency, Row, Scenario, CONTROL, PEER, RAW, RUNNERS, SWITCHYARD, SWITCHYARD_B};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -212,10 +215,19 @@ impl Bench {
         r
     }
 
-    /// The binary of a switchyard runner (`SWITCHYARD`, or `SWITCHYARD_B` when set).
+    /// The runners of a scenario's latency steps: its runners, with switchyard's control
+    /// (`CONTROL`, the same gateway once more) after switchyard.
+    fn latency_runners(&self) -> Vec<&'static str> {
+        let mut r = self.runners();
+        r.insert(1, CONTROL);
+        r
+    }
+
+    /// The binary of a switchyard runner (`SWITCHYARD` and its `CONTROL`, or `SWITCHYARD_B`
+    /// when set).
     fn gateway_of(&self, runner: &str) -> Option<&Path> {
         match runner {
-            SWITCHYARD => Some(&self.gateway),
+            SWITCHYARD | CONTROL => Some(&self.gateway),
             SWITCHYARD_B => self.gateway_b.as_deref(),
             _ => None,
         }
@@ -559,7 +571,7 @@ async fn start_process(
     wrapper: &[String],
 ) -> Result<Proc, &'static str> {
     match runner {
-        SWITCHYARD | SWITCHYARD_B => {
+        SWITCHYARD | SWITCHYARD_B | CONTROL => {
             b.gateway_of(runner).ok_or("BENCH_GATEWAY_B is unset.")?;
             let pipeline = broker.kind.gateway_pipeline(input, output);
             Ok(b.start_gateway_in(runner, &pipeline, None, wrapper).await)
@@ -954,7 +966,7 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
         _running: Running,
     }
     let mut live = Vec::new();
-    for runner in runners {
+    for runner in b.latency_runners() {
         let (input, output) = (unique("lin"), unique("lout"));
         broker.create(&input).await;
         broker.create(&output).await;
@@ -1089,6 +1101,10 @@ async fn http_scenario(b: &Bench) -> Scenario {
     let max = s.runs.first().map(|(_, r)| r.rate).unwrap_or(100.0);
     let mut targets = vec![(RAW, b.echo_url.clone())];
     targets.extend(runners.iter().map(|(name, url, _)| (*name, url.clone())));
+    // switchyard's control, in the latency steps only, right after switchyard.
+    let ingress = free_port();
+    let _control = b.start_gateway(CONTROL, HTTP_PIPELINE, Some(ingress)).await;
+    targets.insert(2, (CONTROL, format!("http://127.0.0.1:{ingress}/in")));
     let slice_secs = b.latency_secs / b.latency_slices as f64;
     let order: Vec<usize> = (0..targets.len()).collect();
     for &share in &b.latency_shares {
