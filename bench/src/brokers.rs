@@ -70,6 +70,29 @@ impl Kind {
         }
     }
 
+    /// The scenario's name in `BENCH_SCENARIOS`, and the argument of the harness's `bridge`
+    /// mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Kafka => "kafka",
+            Kind::RabbitMq => "rabbitmq",
+            Kind::JetStream => "jetstream",
+            Kind::AzureQueue => "azure",
+        }
+    }
+
+    /// The kind [`Kind::name`] names.
+    pub fn from_name(name: &str) -> Option<Kind> {
+        [
+            Kind::Kafka,
+            Kind::RabbitMq,
+            Kind::JetStream,
+            Kind::AzureQueue,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Kind::Kafka => "Kafka",

@@ -13,7 +13,9 @@
 //!   running at once on queues of their own, each step taken in slices with the runners in turn;
 //!   and through switchyard once more (`switchyard again`, the same gateway as a second
 //!   process), whose distance from switchyard is how finely this machine resolves a latency
-//!   difference (the added-p99 target is judged only where it resolves 2 ms).
+//!   difference (the added-p99 target is judged only where it resolves 2 ms), and through the
+//!   hand-written bridge as a process of its own (this binary's `bridge` mode), the baseline
+//!   of the added latency.
 //!
 //! It writes `bench/results/<date>.md` and `<date>.svg`. Knobs (environment): `BENCH_SCENARIOS`
 //! (comma list: kafka,rabbitmq,jetstream,azure,http), `BENCH_MESSAGES` (backlog size, default
@@ -46,7 +48,9 @@ use brokers::{Broker, Kind, Msg, Publisher};
 use futures::stream::{BoxStream, FuturesUnordered};
 use futures::StreamExt;
 use procs::{cpu_of, free_port, mem_mib, own_cpu_seconds, pid_on_port, wait_port, Proc};
-use report::{Latency, Row, Scenario, CONTROL, PEER, RAW, RUNNERS, SWITCHYARD, SWITCHYARD_B};
+use report::{
+    Latency, Row, Scenario, CONTROL, PEER, RAW, RAW_PROCESS, RUNNERS, SWITCHYARD, SWITCHYARD_B,
+};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -212,14 +216,6 @@ impl Bench {
         if self.gateway_b.is_some() {
             r.insert(1, SWITCHYARD_B);
         }
-        r
-    }
-
-    /// The runners of a scenario's latency steps: its runners, with switchyard's control
-    /// (`CONTROL`, the same gateway once more) after switchyard.
-    fn latency_runners(&self) -> Vec<&'static str> {
-        let mut r = self.runners();
-        r.insert(1, CONTROL);
         r
     }
 
@@ -487,14 +483,14 @@ async fn consume(stream: &mut BoxStream<'static, Msg>, n: usize) -> (f64, Vec<u6
 /// The hand-written bridge: consume, call the function, publish the reply with confirmation,
 /// acknowledge; `WINDOW` at once. Runs until aborted.
 async fn raw_bridge(
-    b: &Bench,
     broker: &Broker,
+    client: reqwest::Client,
+    url: String,
     input: &str,
     output: &str,
 ) -> tokio::task::JoinHandle<()> {
     let stream = broker.consume(input).await;
     let publisher = broker.publisher(output).await;
-    let (client, url) = (b.client.clone(), b.echo_url.clone());
     tokio::spawn(async move {
         let publisher = &publisher;
         stream
@@ -517,6 +513,22 @@ async fn raw_bridge(
             })
             .await;
     })
+}
+
+/// The runners of a broker scenario's latency steps: its end-to-end `runners`, with
+/// switchyard's control (`CONTROL`, the same gateway once more) after switchyard and the
+/// hand-written bridge as a process of its own (`RAW_PROCESS`) after the bridge.
+fn latency_runners(runners: &[&'static str]) -> Vec<&'static str> {
+    let mut r = Vec::new();
+    for &runner in runners {
+        r.push(runner);
+        match runner {
+            SWITCHYARD => r.push(CONTROL),
+            RAW => r.push(RAW_PROCESS),
+            _ => {}
+        }
+    }
+    r
 }
 
 /// Switchyard or the peer as a process, or the hand-written bridge as a task of this process
@@ -553,7 +565,15 @@ async fn start_runner(
     output: &str,
 ) -> Result<Running, &'static str> {
     match runner {
-        RAW => Ok(Running::Task(raw_bridge(b, broker, input, output).await)),
+        RAW => Ok(Running::Task(
+            raw_bridge(broker, b.client.clone(), b.echo_url.clone(), input, output).await,
+        )),
+        RAW_PROCESS => {
+            let mut cmd = Command::new(std::env::current_exe().expect("own path"));
+            cmd.args(["bridge", broker.kind.name(), input, output, &b.echo_url]);
+            let log = b.dir.join(format!("{}.log", unique("bridge")));
+            Ok(Running::Process(Proc::spawn("bridge", &mut cmd, &log)))
+        }
         _ => Ok(Running::Process(
             start_process(b, broker, runner, input, output, &[]).await?,
         )),
@@ -966,7 +986,7 @@ async fn broker_scenario(b: &Bench, kind: Kind) -> Scenario {
         _running: Running,
     }
     let mut live = Vec::new();
-    for runner in b.latency_runners() {
+    for runner in latency_runners(&b.runners()) {
         let (input, output) = (unique("lin"), unique("lout"));
         broker.create(&input).await;
         broker.create(&output).await;
@@ -1150,8 +1170,35 @@ fn binary_from(var: &str) -> Option<PathBuf> {
     Some(path)
 }
 
+/// The client the harness and the hand-written bridge call the function with.
+fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(WINDOW)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .build()
+        .expect("http client")
+}
+
+/// `bridge <kind> <input> <output> <function url>`: the hand-written bridge as a process of
+/// its own (`RAW_PROCESS`), until it is stopped.
+async fn bridge_mode(args: &[String]) {
+    let [kind, input, output, url] = args else {
+        panic!("bridge mode: <kind> <input> <output> <function url>, not {args:?}");
+    };
+    let kind = Kind::from_name(kind).unwrap_or_else(|| panic!("unknown kind {kind:?}"));
+    let broker = Broker::connect(kind).await;
+    let _ = raw_bridge(&broker, http_client(), url.clone(), input, output)
+        .await
+        .await;
+}
+
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("bridge") {
+        return bridge_mode(&args[2..]).await;
+    }
     raise_file_limit();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let gateway = std::env::var_os("BENCH_GATEWAY")
@@ -1183,12 +1230,7 @@ async fn main() {
         gateway_b,
         peer,
         dir: dir.clone(),
-        client: reqwest::Client::builder()
-            .pool_max_idle_per_host(WINDOW)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()
-            .expect("http client"),
+        client: http_client(),
         messages: env_or("BENCH_MESSAGES", 200_000),
         latency_secs: env_or("BENCH_LATENCY_SECS", 10.0),
         latency_slices: env_or("BENCH_LATENCY_SLICES", 5).max(1),
@@ -1249,6 +1291,23 @@ async fn timed(b: &Bench, which: &str, out: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_latency_steps_add_the_control_and_the_bridge_process_beside_their_originals() {
+        assert_eq!(
+            latency_runners(&[SWITCHYARD, SWITCHYARD_B, RAW, PEER]),
+            [SWITCHYARD, CONTROL, SWITCHYARD_B, RAW, RAW_PROCESS, PEER]
+        );
+        for kind in [
+            Kind::Kafka,
+            Kind::RabbitMq,
+            Kind::JetStream,
+            Kind::AzureQueue,
+        ] {
+            assert_eq!(Kind::from_name(kind.name()), Some(kind));
+        }
+        assert_eq!(Kind::from_name("http"), None);
+    }
 
     /// Every config the harness gives switchyard, with each setting and without, is one
     /// switchyard's own loader accepts, with the settings where they were asked for: a key a

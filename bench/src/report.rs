@@ -169,6 +169,14 @@ impl Scenario {
             .find(|l| l.runner == runner && (l.share - share).abs() < 1e-9)
     }
 
+    /// The latency the added latency is taken over: the hand-written bridge as a process of
+    /// its own where it ran, else the bridge in this harness (in the http scenario, the
+    /// function called directly).
+    fn baseline(&self, share: f64) -> Option<&Latency> {
+        self.latency_of(RAW_PROCESS, share)
+            .or_else(|| self.latency_of(RAW, share))
+    }
+
     fn is_broker(&self) -> bool {
         !self.name.starts_with("http")
     }
@@ -202,6 +210,12 @@ fn cpu_model() -> String {
 pub const SWITCHYARD: &str = "switchyard";
 pub const PEER: &str = "peer (mq-bridge-app)";
 pub const RAW: &str = "hand-written bridge";
+/// The hand-written bridge as a process of its own (this harness's binary in its `bridge`
+/// mode), in the latency steps of the broker scenarios, where it is the baseline of the added
+/// latency: switchyard is a process the kernel wakes for each message, as this one is, while
+/// the bridge inside the harness shares the runtime of the load generator and of the reader of
+/// the output.
+pub const RAW_PROCESS: &str = "hand-written bridge, own process";
 /// A second switchyard build (`BENCH_GATEWAY_B`), run in the same rounds to compare two builds
 /// under the same machine state; not in the summary, the targets or the chart.
 pub const SWITCHYARD_B: &str = "switchyard B";
@@ -228,13 +242,31 @@ fn verdict(ok: bool) -> &'static str {
     }
 }
 
-/// The target "added p99 < 2 ms at 50% load": switchyard's p99 less the hand-written bridge's
-/// (`raw`), `d`. Switchyard's control (the same gateway again) is `f` away from switchyard:
-/// that is the resolution of the comparison, so the target is met only if `d + f < 2`, missed
-/// only if `d - f >= 2`, and otherwise not resolved on this machine. Without a control run
-/// (`None`), `d` alone decides. Both percentiles are shown, since when the bridge's own p99 is
-/// far above 2 ms (a busy machine) the difference says little, and a negative one is noise,
-/// not a gateway that removes latency.
+/// How far apart switchyard and its control (the same gateway again) came out at p99: the
+/// larger of the distance of their pooled p99s and the median distance of their slices' p99s
+/// taken in the same rotation. The pooled distance alone is one sample of the machine's noise
+/// and can come out small by chance (1.4 ms on Kafka in a run whose slices were 7–30 ms apart);
+/// the slices give a second look that a single lucky pair does not fool.
+fn control_distance(sy: &Latency, control: &Latency) -> f64 {
+    let mut slices: Vec<f64> = sy
+        .slice_p99_ms
+        .iter()
+        .zip(&control.slice_p99_ms)
+        .map(|(a, b)| (a - b).abs())
+        .collect();
+    slices.sort_by(f64::total_cmp);
+    let median = slices.get(slices.len() / 2).copied().unwrap_or(0.0);
+    (sy.p99_ms - control.p99_ms).abs().max(median)
+}
+
+/// The target "added p99 < 2 ms at 50% load": switchyard's p99 less the baseline's (`raw`: the
+/// hand-written bridge, see [`Scenario::baseline`]), `d`, read against `f`, how far switchyard
+/// came out from its control ([`control_distance`]): the difference is known only to within
+/// `f`. Met only if all of `d ± f` lies within 2 ms of the baseline (a `d` far below zero is the
+/// baseline caught by the machine, not a gateway that removes latency); missed only if `d - f`
+/// is 2 ms or more; otherwise not resolved on this machine. Without a control run (`None`), `d`
+/// alone decides. Both percentiles are shown, since when the baseline's own p99 is far above
+/// 2 ms (a busy machine) the difference says little.
 fn added_p99_verdict(
     sy: Option<&Latency>,
     raw: Option<&Latency>,
@@ -244,20 +276,19 @@ fn added_p99_verdict(
         return "–".into();
     };
     let d = a.p99_ms - b.p99_ms;
-    let noise = if d < 0.0 { ", within the noise" } else { "" };
     let against = format!(
-        "{d:.2} ms: {:.2} against the bridge's {:.2}{noise}",
+        "{d:.2} ms: {:.2} against the bridge's {:.2}",
         a.p99_ms, b.p99_ms
     );
     let Some(c) = control else {
         return format!("{} ({against})", verdict(d < 2.0));
     };
-    let f = (c.p99_ms - a.p99_ms).abs();
+    let f = control_distance(a, c);
     let itself = format!(
-        "switchyard against itself {f:.2} ms: {:.2} and {:.2}",
+        "switchyard against itself ±{f:.2} ms: {:.2} and {:.2}",
         a.p99_ms, c.p99_ms
     );
-    if d + f < 2.0 {
+    if d + f < 2.0 && d - f > -2.0 {
         format!("met ({against}; {itself})")
     } else if d - f >= 2.0 {
         format!("**missed** ({against}; {itself})")
@@ -294,7 +325,7 @@ pub fn write(dir: &Path, scenarios: &[Scenario], peer: bool) -> (PathBuf, PathBu
             continue;
         };
         let peer = s.runner(PEER);
-        let added = match (s.latency_of(SWITCHYARD, 0.5), s.latency_of(RAW, 0.5)) {
+        let added = match (s.latency_of(SWITCHYARD, 0.5), s.baseline(0.5)) {
             (Some(a), Some(b)) => {
                 format!("{:.2} / {:.2}", a.p50_ms - b.p50_ms, a.p99_ms - b.p99_ms)
             }
@@ -337,7 +368,7 @@ pub fn write(dir: &Path, scenarios: &[Scenario], peer: bool) -> (PathBuf, PathBu
         };
         let added = added_p99_verdict(
             s.latency_of(SWITCHYARD, 0.5),
-            s.latency_of(RAW, 0.5),
+            s.baseline(0.5),
             s.latency_of(CONTROL, 0.5),
         );
         let mem = format!(
@@ -438,7 +469,7 @@ fn chart(path: &Path, scenarios: &[Scenario]) -> Result<(), Box<dyn std::error::
         },
         SeriesLabelPosition::UpperRight,
     )?;
-    // Latency: p99 at 50% load, switchyard, the hand-written bridge and the peer.
+    // Latency: p99 at 50% load, switchyard, the hand-written bridge (the baseline) and the peer.
     let runners = [series[2], series[3], series[4]];
     bar_panel(
         &right,
@@ -446,7 +477,13 @@ fn chart(path: &Path, scenarios: &[Scenario]) -> Result<(), Box<dyn std::error::
         (0.1, 1.0),
         scenarios,
         &runners,
-        |s, i| s.latency_of(runners[i].0, 0.5).map(|l| l.p99_ms),
+        |s, i| {
+            match i {
+                1 => s.baseline(0.5),
+                _ => s.latency_of(runners[i].0, 0.5),
+            }
+            .map(|l| l.p99_ms)
+        },
         SeriesLabelPosition::UpperLeft,
     )?;
     root.present()?;
@@ -594,7 +631,7 @@ mod tests {
         let v = judge(&sy, 9.5);
         assert!(v.starts_with("met (1.00 ms"), "{v}");
         assert!(
-            v.contains("switchyard against itself 0.50 ms: 9.00 and 9.50"),
+            v.contains("switchyard against itself ±0.50 ms: 9.00 and 9.50"),
             "{v}"
         );
         // The same 1 ms with the control 1.5 ms away (on either side): it may be 2.5 ms.
@@ -609,15 +646,36 @@ mod tests {
         let near = p99(SWITCHYARD, 11.0);
         assert!(judge(&near, 10.0).starts_with("**missed** (3.00 ms"));
         assert!(judge(&near, 12.5).starts_with("**not resolved here**"));
-        // Below the bridge: met when the control is close, whatever the sign of the difference.
-        let v = judge(&p99(SWITCHYARD, 7.0), 7.4);
-        assert!(
-            v.starts_with("met (-1.00 ms") && v.contains("within the noise"),
-            "{v}"
-        );
+        // Just below the bridge, the control close: met.
+        assert!(judge(&p99(SWITCHYARD, 7.5), 7.9).starts_with("met (-0.50 ms"));
+        // Far below the bridge: the bridge was caught by the machine, nothing is resolved.
+        let v = judge(&p99(SWITCHYARD, 5.0), 5.4);
+        assert!(v.starts_with("**not resolved here** (-3.00 ms"), "{v}");
         // No control run: judged on the difference alone.
         assert!(added_p99_verdict(Some(&near), Some(&raw), None).starts_with("**missed**"));
         assert!(added_p99_verdict(Some(&sy), Some(&raw), None).starts_with("met"));
         assert_eq!(added_p99_verdict(None, Some(&raw), None), "–");
+    }
+
+    #[test]
+    fn the_control_distance_is_the_pooled_one_or_the_median_slice_one_whichever_is_larger() {
+        let with_slices = |ms: f64, slices: &[f64]| Latency {
+            slice_p99_ms: slices.to_vec(),
+            ..p99(SWITCHYARD, ms)
+        };
+        // Pooled p99s 1.47 ms apart, slices 6.8 / 30 / 9.1 / 23.2 / 24.4 apart: 23.2.
+        let sy = with_slices(36.03, &[34.6, 16.3, 8.9, 39.9, 47.6]);
+        let again = with_slices(37.50, &[27.8, 46.3, 18.0, 16.7, 23.2]);
+        assert!((control_distance(&sy, &again) - 23.2).abs() < 1e-9);
+        // Slices alike, pooled p99s apart (one slice's stall weighs on the pool): the pooled.
+        let sy = with_slices(30.0, &[5.0, 5.0, 5.0]);
+        let again = with_slices(10.0, &[5.5, 5.5, 5.5]);
+        assert!((control_distance(&sy, &again) - 20.0).abs() < 1e-9);
+        // Judged with it: the pooled distance alone (1.47) would have called 17.6 ms missed.
+        let raw = p99(RAW, 18.41);
+        let sy = with_slices(36.03, &[34.6, 16.3, 8.9, 39.9, 47.6]);
+        let again = with_slices(37.50, &[27.8, 46.3, 18.0, 16.7, 23.2]);
+        let v = added_p99_verdict(Some(&sy), Some(&raw), Some(&again));
+        assert!(v.starts_with("**not resolved here** (17.62 ms"), "{v}");
     }
 }
