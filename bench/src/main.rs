@@ -56,6 +56,9 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// Every scenario, in the order a run takes them (`BENCH_SCENARIOS` picks some).
+const SCENARIOS: &str = "kafka,rabbitmq,jetstream,azure,http";
+
 /// In-flight calls to the function, for switchyard, the peer and the hand-written bridge alike.
 const WINDOW: usize = 64;
 /// The payload: 1 KiB of JSON whose first field is the time it was published.
@@ -531,8 +534,9 @@ fn latency_runners(runners: &[&'static str]) -> Vec<&'static str> {
     r
 }
 
-/// Switchyard or the peer as a process, or the hand-written bridge as a task of this process
-/// (aborted when dropped), moving messages from one queue to another.
+/// Switchyard, the peer or the hand-written bridge (`RAW_PROCESS`) as a process, or the
+/// hand-written bridge as a task of this process (aborted when dropped), moving messages from
+/// one queue to another.
 enum Running {
     Process(Proc),
     Task(tokio::task::JoinHandle<()>),
@@ -1237,8 +1241,7 @@ async fn main() {
         latency_shares: latency_shares(),
         rounds: env_or("BENCH_ROUNDS", 3).max(1),
     };
-    let which = std::env::var("BENCH_SCENARIOS")
-        .unwrap_or_else(|_| "kafka,rabbitmq,jetstream,azure,http".into());
+    let which = std::env::var("BENCH_SCENARIOS").unwrap_or_else(|_| SCENARIOS.into());
     let out = std::env::var_os("BENCH_OUT")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("bench/results"));
@@ -1247,13 +1250,13 @@ async fn main() {
         let n = env_or("BENCH_INSTRUCTIONS_MESSAGES", 5_000);
         let mut sections = Vec::new();
         for name in which.split(',').map(str::trim) {
-            sections.push(match name {
-                "kafka" => instructions::broker(&b, Kind::Kafka, n).await,
-                "rabbitmq" => instructions::broker(&b, Kind::RabbitMq, n).await,
-                "jetstream" => instructions::broker(&b, Kind::JetStream, n).await,
-                "azure" => instructions::broker(&b, Kind::AzureQueue, n.min(1_000)).await,
-                "http" => instructions::http(&b, n).await,
-                other => panic!("unknown scenario {other:?}"),
+            sections.push(match (Kind::from_name(name), name) {
+                (Some(Kind::AzureQueue), _) => {
+                    instructions::broker(&b, Kind::AzureQueue, n.min(1_000)).await
+                }
+                (Some(kind), _) => instructions::broker(&b, kind, n).await,
+                (None, "http") => instructions::http(&b, n).await,
+                (None, other) => panic!("unknown scenario {other:?}"),
             });
         }
         println!("wrote {}", instructions::write(&out, &sections).display());
@@ -1274,13 +1277,10 @@ async fn main() {
 async fn timed(b: &Bench, which: &str, out: &Path) {
     let mut scenarios = Vec::new();
     for name in which.split(',').map(str::trim) {
-        let s = match name {
-            "kafka" => broker_scenario(b, Kind::Kafka).await,
-            "rabbitmq" => broker_scenario(b, Kind::RabbitMq).await,
-            "jetstream" => broker_scenario(b, Kind::JetStream).await,
-            "azure" => broker_scenario(b, Kind::AzureQueue).await,
-            "http" => http_scenario(b).await,
-            other => panic!("unknown scenario {other:?}"),
+        let s = match (Kind::from_name(name), name) {
+            (Some(kind), _) => broker_scenario(b, kind).await,
+            (None, "http") => http_scenario(b).await,
+            (None, other) => panic!("unknown scenario {other:?}"),
         };
         scenarios.push(s);
     }
@@ -1307,6 +1307,18 @@ mod tests {
             assert_eq!(Kind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(Kind::from_name("http"), None);
+        // Every scenario a run takes by default is a broker kind, but for http.
+        let named: Vec<_> = SCENARIOS.split(',').map(Kind::from_name).collect();
+        assert_eq!(
+            named,
+            [
+                Some(Kind::Kafka),
+                Some(Kind::RabbitMq),
+                Some(Kind::JetStream),
+                Some(Kind::AzureQueue),
+                None
+            ]
+        );
     }
 
     /// Every config the harness gives switchyard, with each setting and without, is one
