@@ -52,6 +52,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order a run takes their scenarios.
+    pub const ALL: [Kind; 4] = [
+        Kind::Kafka,
+        Kind::RabbitMq,
+        Kind::JetStream,
+        Kind::AzureQueue,
+    ];
+
     /// The `trigger:` and `outputs:` of a switchyard pipeline from `input` to `output`.
     pub fn gateway_pipeline(self, input: &str, output: &str) -> String {
         match self {
@@ -83,14 +91,7 @@ impl Kind {
 
     /// The kind [`Kind::name`] names.
     pub fn from_name(name: &str) -> Option<Kind> {
-        [
-            Kind::Kafka,
-            Kind::RabbitMq,
-            Kind::JetStream,
-            Kind::AzureQueue,
-        ]
-        .into_iter()
-        .find(|k| k.name() == name)
+        Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     pub fn label(self) -> &'static str {

@@ -1298,12 +1298,7 @@ mod tests {
             latency_runners(&[SWITCHYARD, SWITCHYARD_B, RAW, PEER]),
             [SWITCHYARD, CONTROL, SWITCHYARD_B, RAW, RAW_PROCESS, PEER]
         );
-        for kind in [
-            Kind::Kafka,
-            Kind::RabbitMq,
-            Kind::JetStream,
-            Kind::AzureQueue,
-        ] {
+        for kind in Kind::ALL {
             assert_eq!(Kind::from_name(kind.name()), Some(kind));
         }
         assert_eq!(Kind::from_name("http"), None);
@@ -1327,13 +1322,7 @@ mod tests {
     /// first rounds (as `attributes` on the Azure queue output once did).
     #[test]
     fn every_gateway_config_of_the_harness_is_valid() {
-        let kinds = [
-            Kind::Kafka,
-            Kind::RabbitMq,
-            Kind::JetStream,
-            Kind::AzureQueue,
-        ];
-        let mut pipelines: Vec<String> = kinds
+        let mut pipelines: Vec<String> = Kind::ALL
             .iter()
             .map(|k| k.gateway_pipeline("in1", "out1"))
             .collect();
