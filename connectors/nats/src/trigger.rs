@@ -74,7 +74,11 @@ fn event_from(
     if let Some(h) = &m.headers {
         let mut map = serde_json::Map::new();
         for (k, vs) in h.iter() {
-            let v = vs.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(",");
+            // Nearly every header has one value: copied once, without a list to join.
+            let v = match vs.as_slice() {
+                [one] => one.as_str().to_string(),
+                _ => vs.iter().map(|v| v.as_str()).collect::<Vec<_>>().join(","),
+            };
             let key: &str = k.as_ref();
             if let Some(attr) = key.strip_prefix("ce-").or_else(|| key.strip_prefix("Ce-")) {
                 if !matches!(
@@ -89,6 +93,18 @@ fn event_from(
         event.metadata.insert("Headers".into(), map.into());
     }
     event
+}
+
+/// A JetStream message's id, `stream/sequence`, built in one allocation of the exact size
+/// (`format!` cost several times as much for each message).
+fn jetstream_id(stream: &str, sequence: u64) -> String {
+    let mut digits = itoa::Buffer::new();
+    let sequence = digits.format(sequence);
+    let mut id = String::with_capacity(stream.len() + 1 + sequence.len());
+    id.push_str(stream);
+    id.push('/');
+    id.push_str(sequence);
+    id
 }
 
 /// Core NATS: at most once; there is nothing to acknowledge.
@@ -187,7 +203,7 @@ async fn run_jetstream(
             };
             let (id, delivered, published) = match msg.info() {
                 Ok(i) => (
-                    format!("{}/{}", i.stream, i.stream_sequence),
+                    jetstream_id(i.stream, i.stream_sequence),
                     i.delivered,
                     i.published,
                 ),
@@ -201,7 +217,7 @@ async fn run_jetstream(
                 &msg.message,
             );
             event.time = published;
-            event.set_extension("natsdelivered", delivered.to_string());
+            event.set_extension("natsdelivered", itoa::Buffer::new().format(delivered));
             // The settling task holds the message (and keeps a long call alive) until the
             // engine resolves the ack; the message is handed over before the event is.
             next_key += 1;
@@ -367,6 +383,20 @@ async fn report_backlog(
         }
         if let Ok(info) = consumer.info().await {
             gauge.set(info.num_pending as f64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jetstream_id_is_the_stream_and_the_sequence() {
+        for (stream, seq) in [("ORDERS", 0u64), ("o", 7), ("ORDERS", u64::MAX)] {
+            let id = jetstream_id(stream, seq);
+            assert_eq!(id, format!("{stream}/{seq}"));
+            assert_eq!(id.capacity(), id.len());
         }
     }
 }

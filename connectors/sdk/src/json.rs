@@ -11,7 +11,7 @@
 /// Bytes of a chunk equal to `b` have their high bit set (the lowest such byte exactly; a
 /// borrow may also flag bytes above it).
 #[inline(always)]
-fn bytes_equal(chunk: u64, b: u8) -> u64 {
+pub(crate) fn bytes_equal(chunk: u64, b: u8) -> u64 {
     let x = chunk ^ (u64::from(b) * 0x0101_0101_0101_0101);
     x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080
 }
@@ -19,7 +19,7 @@ fn bytes_equal(chunk: u64, b: u8) -> u64 {
 /// Bytes of a chunk below 0x20 (control characters) have their high bit set (the lowest such
 /// byte exactly).
 #[inline(always)]
-fn bytes_below_space(chunk: u64) -> u64 {
+pub(crate) fn bytes_below_space(chunk: u64) -> u64 {
     chunk.wrapping_sub(0x2020_2020_2020_2020) & !chunk & 0x8080_8080_8080_8080
 }
 
