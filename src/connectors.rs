@@ -8,6 +8,21 @@ use std::sync::Arc;
 use switchyard_sdk::error::BuildError;
 use switchyard_sdk::{Output, Trigger, TriggerContext};
 
+// Every connector has a trigger: without one, no pipeline could start.
+#[cfg(not(any(
+    feature = "http",
+    feature = "timer",
+    feature = "local",
+    feature = "kafka",
+    feature = "eventhubs",
+    feature = "rabbitmq",
+    feature = "nats",
+    feature = "slack",
+    feature = "azure_queue",
+    feature = "azure_blob"
+)))]
+compile_error!("switchyard needs at least one connector feature (see README, Sizing)");
+
 /// Where a pipeline's events come from.
 // `Deserialize` is written out below: serde's derive for internally tagged enums loses the key
 // path and position of errors inside the variant.
@@ -132,8 +147,6 @@ pub const OUTPUT_TYPES: &[&str] = &[
 
 impl<'de> Deserialize<'de> for TriggerConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // `rest` is unread only in a build without any connector of this kind.
-        #[allow(unused_variables)]
         let (ty, rest) = tagged::split_type(serde_json::Value::deserialize(d)?, TRIGGER_TYPES)?;
         match ty.as_str() {
             #[cfg(feature = "http")]
@@ -163,8 +176,8 @@ impl<'de> Deserialize<'de> for TriggerConfig {
 
 impl<'de> Deserialize<'de> for OutputConfig {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        // `rest` is unread only in a build without any connector of this kind.
-        #[allow(unused_variables)]
+        // `rest` is unread only in a build without any output connector.
+        #[cfg_attr(not(feature = "_outputs"), allow(unused_variables))]
         let (ty, rest) = tagged::split_type(serde_json::Value::deserialize(d)?, OUTPUT_TYPES)?;
         match ty.as_str() {
             #[cfg(feature = "http")]
@@ -216,9 +229,6 @@ impl TriggerConfig {
             Self::AzureQueue(_) => "azure_queue",
             #[cfg(feature = "azure_blob")]
             Self::AzureBlob(_) => "azure_blob",
-            // Reached only in a build without any trigger connector, whose enum is empty.
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("no trigger connector is built"),
         }
     }
 
@@ -292,10 +302,7 @@ impl TriggerConfig {
     }
 
     /// Build the trigger.
-    pub fn build(
-        &self,
-        #[allow(unused_variables)] cx: TriggerContext,
-    ) -> Result<Trigger, BuildError> {
+    pub fn build(&self, cx: TriggerContext) -> Result<Trigger, BuildError> {
         match self {
             #[cfg(feature = "http")]
             Self::Http(c) => c.build(cx),
@@ -317,9 +324,6 @@ impl TriggerConfig {
             Self::AzureQueue(c) => c.build(cx),
             #[cfg(feature = "azure_blob")]
             Self::AzureBlob(c) => c.build(cx),
-            // Reached only in a build without any trigger connector, whose enum is empty.
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("no trigger connector is built"),
         }
     }
 }
@@ -348,8 +352,8 @@ impl OutputConfig {
             Self::AzureQueue(_) => "azure_queue",
             #[cfg(feature = "azure_blob")]
             Self::AzureBlob(_) => "azure_blob",
-            // Reached only in a build without any output connector, whose enum is empty.
-            #[allow(unreachable_patterns)]
+            // Only a build whose one connector is the timer has no output variant.
+            #[cfg(not(feature = "_outputs"))]
             _ => unreachable!("no output connector is built"),
         }
     }
@@ -383,7 +387,7 @@ impl OutputConfig {
 
     /// Build the output.
     // Without any output connector built, the match below has no arm that returns.
-    #[allow(unreachable_code)]
+    #[cfg_attr(not(feature = "_outputs"), allow(unreachable_code))]
     pub async fn build(&self) -> Result<Arc<dyn Output>, BuildError> {
         Ok(match self {
             #[cfg(feature = "http")]
@@ -406,8 +410,8 @@ impl OutputConfig {
             Self::AzureQueue(c) => Arc::new(c.build()?),
             #[cfg(feature = "azure_blob")]
             Self::AzureBlob(c) => Arc::new(c.build()?),
-            // Reached only in a build without any output connector, whose enum is empty.
-            #[allow(unreachable_patterns)]
+            // Only a build whose one connector is the timer has no output variant.
+            #[cfg(not(feature = "_outputs"))]
             _ => unreachable!("no output connector is built"),
         })
     }
@@ -441,9 +445,6 @@ impl TriggerConfig {
             Self::AzureQueue(q) => q.probe().await,
             #[cfg(feature = "azure_blob")]
             Self::AzureBlob(b) => b.probe().await,
-            // Reached only in a build without any trigger connector, whose enum is empty.
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("no trigger connector is built"),
         }
     }
 }
@@ -471,9 +472,6 @@ impl OutputConfig {
                     .map(|()| "connected".to_string())
                     .map_err(|e| e.to_string())
             }
-            // Reached only in a build without any output connector, whose enum is empty.
-            #[allow(unreachable_patterns)]
-            _ => unreachable!("no output connector is built"),
         }
     }
 }
